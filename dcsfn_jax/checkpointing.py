@@ -1,0 +1,214 @@
+"""A thin orbax wrapper: training checkpoints and standalone inference ones.
+
+Layouts (every directory below is one orbax composite checkpoint):
+  WORKDIR/checkpoints/STEP/   items 'params', 'train_state' (step, rng,
+                              opt_state), 'data_iterator' (JSON), 'config'
+                              (JSON); written by `make_manager` + `save`.
+  PRETRAINED_DIR/             items 'params' and 'config'; written by
+                              `save_pretrained` (e.g. imported PyTorch weights).
+
+A step that was being written when the process died stays in a temporary
+directory that orbax never lists, so the previous step is used.
+"""
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+CHECKPOINTS_SUBDIR = 'checkpoints'
+BEST_METRIC = 'psnr'
+
+_PARAMS = 'params'
+_TRAIN_STATE = 'train_state'
+_DATA_ITERATOR = 'data_iterator'
+_CONFIG = 'config'
+
+
+def _best_metric(metrics):
+  return metrics[BEST_METRIC]
+
+
+def _options(*, save_interval_steps=1, keep=3, async_save=True,
+             read_only=False):
+  policies = ocp.checkpoint_managers
+  return ocp.CheckpointManagerOptions(
+      save_interval_steps=save_interval_steps,
+      # best_fn makes orbax persist the metrics, so the best step is still
+      # known (and kept) after a restart.
+      best_fn=_best_metric,
+      best_mode='max',
+      preservation_policy=policies.AnyPreservationPolicy([
+          policies.LatestN(n=keep),
+          policies.BestN(get_metric_fn=_best_metric, reverse=False, n=1,
+                         keep_checkpoints_without_metrics=False),
+      ]),
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=not read_only,
+      read_only=read_only,
+      create=not read_only,
+  )
+
+
+def make_manager(workdir, *, save_interval_steps, keep=3, async_save=True):
+  """A CheckpointManager in WORKDIR/checkpoints keeping the latest `keep`
+  steps plus the best one by eval PSNR (pass metrics={'psnr': ...} to `save`).
+  """
+  directory = os.path.join(os.path.abspath(os.fspath(workdir)),
+                           CHECKPOINTS_SUBDIR)
+  return ocp.CheckpointManager(
+      directory,
+      options=_options(save_interval_steps=save_interval_steps, keep=keep,
+                       async_save=async_save))
+
+
+def config_to_dict(config):
+  """A JSON-able dict of a ConfigDict (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def save(manager, step, *, params, train_state, data_state, config,
+         metrics=None, force=False):
+  """Saves one training step (asynchronously when the manager is async).
+
+  Args:
+    manager: from `make_manager`.
+    step: number of optimiser updates applied to `params`.
+    params: parameter pytree (jax.Arrays, any sharding).
+    train_state: pytree of arrays with everything else needed to resume
+      (optimiser state, step, RNG key data).
+    data_state: JSON-able state of the input pipeline (`get_state()`).
+    config: the full training ConfigDict.
+    metrics: e.g. {'psnr': 27.1} at eval steps; ranks the best checkpoint.
+    force: save even when `step` is off the save interval.
+
+  Returns:
+    Whether a checkpoint was started.
+  """
+  return manager.save(
+      step,
+      args=ocp.args.Composite(**{
+          _PARAMS: ocp.args.StandardSave(params),
+          _TRAIN_STATE: ocp.args.StandardSave(train_state),
+          _DATA_ITERATOR: ocp.args.JsonSave(data_state),
+          _CONFIG: ocp.args.JsonSave(config_to_dict(config)),
+      }),
+      metrics=metrics,
+      force=force)
+
+
+def restore(manager, step, *, abstract_params, abstract_train_state):
+  """Restores a step saved by `save` onto the shardings of the targets.
+
+  Args:
+    manager: from `make_manager`.
+    step: a step in `manager.all_steps()`.
+    abstract_params, abstract_train_state: pytrees of jax.ShapeDtypeStruct
+      with the shardings wanted now (any device count).
+
+  Returns:
+    dict with 'params', 'train_state', 'data_state' and 'config' (ConfigDict).
+  """
+  restored = manager.restore(
+      step,
+      args=ocp.args.Composite(**{
+          _PARAMS: ocp.args.StandardRestore(abstract_params),
+          _TRAIN_STATE: ocp.args.StandardRestore(abstract_train_state),
+          _DATA_ITERATOR: ocp.args.JsonRestore(),
+          _CONFIG: ocp.args.JsonRestore(),
+      }))
+  return {
+      'params': restored[_PARAMS],
+      'train_state': restored[_TRAIN_STATE],
+      'data_state': restored[_DATA_ITERATOR],
+      'config': ml_collections.ConfigDict(restored[_CONFIG]),
+  }
+
+
+def save_pretrained(directory, params, config):
+  """Writes a standalone inference checkpoint: params + config as JSON.
+
+  Args:
+    directory: created; must not exist yet (orbax refuses to overwrite).
+    params: the model's parameter pytree (numpy or jax arrays).
+    config: a ConfigDict whose `model` field holds the model config.
+  """
+  if 'model' not in config:
+    raise ValueError('save_pretrained needs the full config with a `model` '
+                     f'field; got fields {sorted(config.keys())}.')
+  directory = os.path.abspath(os.fspath(directory))
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    checkpointer.save(
+        directory,
+        args=ocp.args.Composite(**{
+            _PARAMS: ocp.args.StandardSave(params),
+            _CONFIG: ocp.args.JsonSave(config_to_dict(config)),
+        }))
+
+
+def _is_checkpoint(path):
+  return (os.path.isdir(os.path.join(path, _PARAMS))
+          and os.path.isdir(os.path.join(path, _CONFIG)))
+
+
+def resolve(path, prefer='latest'):
+  """The checkpoint directory that `path` names.
+
+  Args:
+    path: a training workdir, its checkpoints/ directory, one step directory,
+      or a `save_pretrained` directory.
+    prefer: 'latest' or 'best' (by eval PSNR) when `path` holds several steps.
+  """
+  if prefer not in ('latest', 'best'):
+    raise ValueError(f"prefer must be 'latest' or 'best', got {prefer!r}.")
+  path = os.path.abspath(os.fspath(path))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'No checkpoint at {path}: no such directory.')
+  if _is_checkpoint(path):
+    return path
+  steps_dir = path
+  if os.path.isdir(os.path.join(path, CHECKPOINTS_SUBDIR)):
+    steps_dir = os.path.join(path, CHECKPOINTS_SUBDIR)
+  manager = ocp.CheckpointManager(steps_dir,
+                                  options=_options(read_only=True))
+  step = manager.best_step() if prefer == 'best' else manager.latest_step()
+  if prefer == 'best' and step is None:
+    step = manager.latest_step()  # no eval has run yet
+  manager.close()
+  if step is None:
+    found = sorted(os.listdir(path))[:10]
+    raise FileNotFoundError(
+        f'No checkpoint at {path}: expected a training workdir (with '
+        f'{CHECKPOINTS_SUBDIR}/STEP/), a step directory or a save_pretrained '
+        f"directory (with '{_PARAMS}/' and '{_CONFIG}/'), found {found}.")
+  return os.path.join(steps_dir, str(step))
+
+
+def load_pretrained(path, prefer='latest'):
+  """Loads parameters and config from any checkpoint this project writes.
+
+  Args:
+    path: see `resolve`.
+    prefer: 'latest' or 'best' for a workdir.
+
+  Returns:
+    (params, config): params as a pytree of host numpy arrays (place them with
+    `parallel.replicate` or pass them straight to a jitted apply), config the
+    ConfigDict saved with them (`config.model` is the model config).
+  """
+  directory = resolve(path, prefer)
+  with ocp.StandardCheckpointer() as reader:
+    params_metadata = reader.metadata(
+        os.path.join(directory, _PARAMS)).item_metadata.tree
+  restore_args = jax.tree.map(
+      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_metadata)
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    restored = checkpointer.restore(
+        directory,
+        args=ocp.args.Composite(**{
+            _PARAMS: ocp.args.PyTreeRestore(restore_args=restore_args),
+            _CONFIG: ocp.args.JsonRestore(),
+        }))
+  return restored[_PARAMS], ml_collections.ConfigDict(restored[_CONFIG])
