@@ -1,0 +1,241 @@
+"""PSNR and SSIM under two named evaluation protocols (REFERENCE §4).
+
+Deraining papers disagree by more than a decibel on the same outputs because
+they measure differently, so every figure this project prints names one of:
+
+  'official'  the released eval.py: PSNR over the three channels of the float
+              output clipped to [0, 1] (no rounding), 100 when the MSE is 0;
+              SSIM is the training SSIM (11x11 Gaussian, sigma 1.5, zero
+              padded 'same' filtering, data range 1) on the unclipped output.
+  'y_uint8'   MATLAB's evaluate_PSNR_SSIM.m (MPRNet, Restormer): the output
+              rounded to uint8 as a saved PNG would be, MATLAB's uint8 Y
+              channel, PSNR = 20 log10(255 / RMSE), and Wang et al.'s SSIM
+              with 'valid' filtering and L = 255, no border crop.
+
+Everything is jittable and batched: images are NHWC float32 RGB in [0, 1],
+possibly padded at the bottom/right to a common shape, with each image's real
+(height, width) in `sizes`. Batches padded with dummy images carry a mask, and
+`metric_sums` adds up the real ones (big_vision's mean evaluator: per-image
+metrics summed under a mask, divided once at the end).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PROTOCOLS = ('official', 'y_uint8')
+
+PROTOCOL_DESCRIPTIONS = {
+    'official': ("released eval.py: RGB PSNR on the float output clipped to "
+                 "[0,1]; SSIM 11x11 Gaussian sigma 1.5, zero-padded 'same', "
+                 'on the unclipped output'),
+    'y_uint8': ('MATLAB evaluate_PSNR_SSIM.m: output rounded to uint8, '
+                "MATLAB Y channel, PSNR 20log10(255/RMSE), SSIM 'valid' "
+                '11x11 Gaussian sigma 1.5 with L=255'),
+}
+
+# PSNR the released eval.py reports for a perfect output (MSE == 0).
+OFFICIAL_PSNR_OF_IDENTICAL = 100.0
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+
+
+def gaussian_window(size=SSIM_WINDOW, sigma=SSIM_SIGMA):
+  """Normalised 1-D Gaussian taps, float32 [size]; the 2-D SSIM window is
+  their outer product (MATLAB's fspecial and the released code agree)."""
+  offsets = np.arange(size, dtype=np.float64) - size // 2
+  taps = np.exp(-offsets**2 / (2.0 * sigma**2))
+  return (taps / taps.sum()).astype(np.float32)
+
+
+def _separable_filter(images, padding):
+  """Depthwise 2-D Gaussian filtering of NHWC `images`.
+
+  padding: 'same' zero-pads by half the window (output H x W); 'valid' keeps
+  only windows inside the image (output (H-10) x (W-10)).
+  """
+  channels = images.shape[-1]
+  taps = jnp.asarray(gaussian_window())
+  half = SSIM_WINDOW // 2
+  pad = half if padding == 'same' else 0
+  dimension_numbers = ('NHWC', 'HWIO', 'NHWC')
+  vertical = jnp.tile(taps.reshape(SSIM_WINDOW, 1, 1, 1), (1, 1, 1, channels))
+  horizontal = jnp.tile(taps.reshape(1, SSIM_WINDOW, 1, 1),
+                        (1, 1, 1, channels))
+  images = jax.lax.conv_general_dilated(
+      images, vertical, window_strides=(1, 1), padding=((pad, pad), (0, 0)),
+      dimension_numbers=dimension_numbers, feature_group_count=channels,
+      precision=jax.lax.Precision.HIGHEST)
+  return jax.lax.conv_general_dilated(
+      images, horizontal, window_strides=(1, 1), padding=((0, 0), (pad, pad)),
+      dimension_numbers=dimension_numbers, feature_group_count=channels,
+      precision=jax.lax.Precision.HIGHEST)
+
+
+def ssim_map(a, b, *, padding='same', max_val=1.0, k1=0.01, k2=0.03):
+  """Per-pixel SSIM (Wang et al. 2004, Eq. 13) of NHWC images, per channel.
+
+  Unlike dm_pix.ssim, variances are not clamped, so values and gradients are
+  those of the plain formula, as in the released training loss.
+
+  Args:
+    a, b: float [B, H, W, C].
+    padding: 'same' (zero padding, [B, H, W, C]) or 'valid'
+      ([B, H-10, W-10, C]).
+    max_val: the data range L.
+  """
+  if padding not in ('same', 'valid'):
+    raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
+  c1 = (k1 * max_val)**2
+  c2 = (k2 * max_val)**2
+  mu_a = _separable_filter(a, padding)
+  mu_b = _separable_filter(b, padding)
+  var_a = _separable_filter(a * a, padding) - mu_a * mu_a
+  var_b = _separable_filter(b * b, padding) - mu_b * mu_b
+  cov_ab = _separable_filter(a * b, padding) - mu_a * mu_b
+  return (((2 * mu_a * mu_b + c1) * (2 * cov_ab + c2))
+          / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)))
+
+
+def ssim(a, b, *, padding='same', max_val=1.0):
+  """Mean SSIM per image, float32 [B], over pixels and channels.
+
+  With the defaults this is the released training SSIM (REFERENCE §3); the
+  training loss is minus its batch mean.
+  """
+  return _image_mean(ssim_map(a, b, padding=padding, max_val=max_val))
+
+
+def psnr_from_mse(mse, max_val):
+  """10 log10(max_val^2 / mse) in dB; +inf for mse == 0."""
+  return 10.0 * jnp.log10(max_val**2 / mse)
+
+
+def to_uint8(images):
+  """Rounds [0, 1] floats to the integers 0..255 a saved PNG holds (half up,
+  like MATLAB's im2uint8), as float32; values outside [0, 1] saturate."""
+  return jnp.floor(jnp.clip(images, 0.0, 1.0) * 255.0 + 0.5)
+
+
+def rgb_to_y_uint8(rgb_uint8):
+  """MATLAB rgb2ycbcr's luma of uint8 RGB: round(16 + (65.481 R + 128.553 G
+  + 24.966 B) / 255), [..., 3] integer-valued floats -> [...] in 16..235.
+
+  Computed in exact integer arithmetic (thousandths of the coefficients), so
+  ties round up deterministically instead of by float rounding luck.
+  """
+  rgb = rgb_uint8.astype(jnp.int32)
+  scaled = 65481 * rgb[..., 0] + 128553 * rgb[..., 1] + 24966 * rgb[..., 2]
+  return (16 + (scaled + 127500) // 255000).astype(jnp.float32)
+
+
+def _image_mean(values, weights=None):
+  """Mean over every axis but the first, optionally weighted; float32 [B]."""
+  if weights is None:
+    weights = jnp.ones_like(values)
+  weights = jnp.broadcast_to(weights, values.shape)
+  # Summing rows first keeps float32 error near sqrt(n) eps on large images.
+  total = jnp.sum(jnp.sum(values * weights, axis=2), axis=tuple(
+      range(1, values.ndim - 1)))
+  count = jnp.sum(jnp.sum(weights, axis=2), axis=tuple(
+      range(1, values.ndim - 1)))
+  return total / count
+
+
+def _valid_region(shape, sizes, margin=0):
+  """Float mask [B, H, W, 1]: 1 where row < height - margin and
+  col < width - margin of each image."""
+  batch, height, width = shape[:3]
+  if sizes is None:
+    sizes = jnp.tile(jnp.asarray([[height, width]], jnp.int32), (batch, 1))
+  rows = jnp.arange(height)[None, :, None] < (sizes[:, 0, None, None] - margin)
+  cols = jnp.arange(width)[None, None, :] < (sizes[:, 1, None, None] - margin)
+  return (rows & cols)[..., None].astype(jnp.float32)
+
+
+def official_metrics(derained, clean, sizes=None):
+  """The released eval.py's PSNR and SSIM per image, float32 [B] each.
+
+  Args:
+    derained: model output [B, H, W, 3], unclipped.
+    clean: ground truth [B, H, W, 3] in [0, 1].
+    sizes: int [B, 2] real (height, width) of images padded bottom/right to
+      H x W, or None when every image fills the array.
+  """
+  region = _valid_region(derained.shape, sizes)
+  # Zeroing the padding makes 'same' filtering see exactly the zero padding
+  # the released code applies at the real image border.
+  derained = derained * region
+  clean = clean * region
+  error = jnp.clip(derained, 0.0, 1.0) - jnp.clip(clean, 0.0, 1.0)
+  mse = _image_mean(error * error, region)
+  psnr = jnp.where(mse == 0, OFFICIAL_PSNR_OF_IDENTICAL,
+                   psnr_from_mse(mse, 1.0))
+  ssim_value = _image_mean(ssim_map(derained, clean, padding='same'), region)
+  return {'psnr': psnr, 'ssim': ssim_value}
+
+
+def y_uint8_metrics(derained, clean, sizes=None):
+  """PSNR and SSIM per image as MATLAB's evaluate_PSNR_SSIM.m computes them
+  on the saved uint8 PNGs, float32 [B] each (inf PSNR for identical images,
+  NaN SSIM for images under 11 px).
+
+  Args: as `official_metrics`.
+  """
+  region = _valid_region(derained.shape, sizes)
+  luma_derained = rgb_to_y_uint8(to_uint8(derained))[..., None] * region
+  luma_clean = rgb_to_y_uint8(to_uint8(clean))[..., None] * region
+  error = luma_derained - luma_clean
+  psnr = psnr_from_mse(_image_mean(error * error, region), 255.0)
+  valid_windows = _valid_region(
+      derained.shape, sizes, margin=SSIM_WINDOW - 1)[:, :-(SSIM_WINDOW - 1),
+                                                      :-(SSIM_WINDOW - 1)]
+  ssim_value = _image_mean(
+      ssim_map(luma_derained, luma_clean, padding='valid', max_val=255.0),
+      valid_windows)
+  return {'psnr': psnr, 'ssim': ssim_value}
+
+
+_PROTOCOL_FUNCTIONS = {
+    'official': official_metrics,
+    'y_uint8': y_uint8_metrics,
+}
+
+
+def check_protocols(protocols):
+  """Returns `protocols` as a tuple; ValueError naming the bad ones."""
+  protocols = tuple(protocols)
+  unknown = [p for p in protocols if p not in _PROTOCOL_FUNCTIONS]
+  if unknown or not protocols:
+    raise ValueError(f'Unknown evaluation protocol(s) {unknown}; choose from '
+                     f'{list(PROTOCOLS)}.')
+  return protocols
+
+
+def image_metrics(derained, clean, sizes=None, *, protocols=PROTOCOLS):
+  """Per-image metrics under each protocol, {'PROTOCOL/psnr': [B],
+  'PROTOCOL/ssim': [B]}; arguments as `official_metrics`."""
+  metrics = {}
+  for protocol in check_protocols(protocols):
+    for name, value in _PROTOCOL_FUNCTIONS[protocol](
+        derained, clean, sizes).items():
+      metrics[f'{protocol}/{name}'] = value
+  return metrics
+
+
+def metric_sums(metrics, mask):
+  """Sums of each per-image metric over the real images of a padded batch.
+
+  Args:
+    metrics: dict of float [B].
+    mask: bool or 0/1 [B], true for real images.
+
+  Returns:
+    dict of scalars: each metric's masked sum, plus 'count'. Divide the
+    accumulated sums by the accumulated count once, at the end.
+  """
+  mask = jnp.asarray(mask).astype(bool)
+  sums = {name: jnp.sum(jnp.where(mask, value, 0.0))
+          for name, value in metrics.items()}
+  sums['count'] = jnp.sum(mask.astype(jnp.float32))
+  return sums
