@@ -9,3 +9,18 @@ import os
 _FLAG = "--xla_force_host_platform_device_count=4"
 if _FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+import pytest  # noqa: E402  (the flag above must be set before anything imports JAX)
+
+
+@pytest.fixture(scope='session')
+def synthetic_data_dir(tmp_path_factory):
+  """A tiny synthetic_rain dataset, prepared once per session; its data_dir.
+
+  8 train and 2 test pairs from disjoint scikit-image photos, longer side
+  72 px (shorter side 48-72 px). Read it with
+  `dcsfn_jax.data.load_split('synthetic_rain', split, data_dir)`.
+  """
+  from dcsfn_jax.data import prepare_synthetic  # pylint: disable=g-import-not-at-top
+  return prepare_synthetic(tmp_path_factory.mktemp('synthetic_data'),
+                           max_size=72, num_train=8, num_test=2)

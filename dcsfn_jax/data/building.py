@@ -1,0 +1,88 @@
+"""Building prepared datasets: `prepare` (any dataset) and `prepare_synthetic`."""
+import os
+import pathlib
+import tempfile
+
+import tensorflow_datasets as tfds
+
+from dcsfn_jax.data import builders
+from dcsfn_jax.data import catalog
+
+
+def _default_manual_dir(dataset: str, data_dir) -> pathlib.Path:
+  root = pathlib.Path(data_dir) if data_dir else pathlib.Path(
+      os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')).expanduser()
+  return root / 'downloads' / 'manual' / dataset
+
+
+def _remove_new_empty_dirs(path: pathlib.Path, stop: pathlib.Path) -> None:
+  """Removes `path` and its parents up to `stop` while they are empty."""
+  while path != stop and path.is_dir() and not any(path.iterdir()):
+    path.rmdir()
+    path = path.parent
+
+
+def summarize(builder: tfds.core.DatasetBuilder) -> dict:
+  """{split: {'pairs', 'min_size', 'max_size'}} of a prepared dataset (H, W)."""
+  summary = {}
+  for split in builder.info.splits:
+    stored = builder.as_data_source(split=split)
+    sizes = [(int(stored[i]['height']), int(stored[i]['width']))
+             for i in range(len(stored))]
+    summary[split] = {'pairs': len(stored), 'min_size': min(sizes),
+                      'max_size': max(sizes)}
+  return summary
+
+
+def prepare(dataset: str, *, manual_dir=None, data_dir=None,
+            synthetic_options: builders.SyntheticOptions | None = None,
+            overwrite: bool = False) -> tfds.core.DatasetBuilder:
+  """Builds `dataset` into data_dir; returns its builder.
+
+  Layout problems are found before anything is written; a failure while
+  writing (a corrupt image, a size mismatch) leaves no dataset behind.
+  """
+  if dataset not in catalog.SPECS:
+    raise ValueError(f'Unknown dataset {dataset!r}; choose one of '
+                     f'{", ".join(catalog.SPECS)}.')
+  if dataset == 'synthetic_rain':
+    synthetic_options = synthetic_options or builders.SyntheticOptions()
+    if manual_dir is not None:
+      synthetic_options = builders.SyntheticOptions(**{
+          **synthetic_options.__dict__, 'photos_dir': os.fspath(manual_dir)})
+  else:
+    if manual_dir is None:
+      manual_dir = _default_manual_dir(dataset, data_dir)
+    catalog.discover(dataset, pathlib.Path(manual_dir))  # fail before writing
+  builder = builders.Derain(config=dataset, data_dir=data_dir,
+                            manual_dir=manual_dir,
+                            synthetic_options=synthetic_options)
+  if builder.is_prepared() and not overwrite:
+    return builder
+  dataset_root = pathlib.Path(builder.data_dir).parent.parent
+  root_existed = dataset_root.parent.exists()
+  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  with tempfile.TemporaryDirectory() as download_dir:
+    try:
+      builder.download_and_prepare(
+          download_dir=download_dir,
+          download_config=tfds.download.DownloadConfig(download_mode=mode))
+    except BaseException:
+      _remove_new_empty_dirs(pathlib.Path(builder.data_dir).parent,
+                             dataset_root.parent if root_existed
+                             else dataset_root.parent.parent)
+      raise
+  return builder
+
+
+def prepare_synthetic(data_dir, *, photos_dir=None, max_size: int = 512,
+                      num_train: int = 48, num_test: int = 8, seed: int = 0,
+                      overwrite: bool = False) -> pathlib.Path:
+  """Builds synthetic_rain into data_dir (no download) and returns data_dir."""
+  options = builders.SyntheticOptions(
+      photos_dir=None if photos_dir is None else os.fspath(photos_dir),
+      max_size=max_size, num_train=num_train, num_test=num_test, seed=seed)
+  prepare('synthetic_rain', data_dir=data_dir, synthetic_options=options,
+          overwrite=overwrite)
+  return pathlib.Path(data_dir)

@@ -1,0 +1,276 @@
+"""The deraining datasets: where each split lives and which layouts it accepts.
+
+`discover(name, manual_dir)` returns {split: [Pair]} for a dataset's manual
+folder. Split folders are matched case-insensitively against the names the
+common distributions use; a `{split}.txt` list file in manual_dir overrides
+the folder search for that split.
+"""
+import dataclasses
+import functools
+import pathlib
+from typing import Callable
+
+from dcsfn_jax.data import layouts
+from dcsfn_jax.data.layouts import DatasetLayoutError, Pair
+
+Finder = Callable[[pathlib.Path], 'list[Pair] | None']
+
+_PAIRED_NOTE = (
+    'Any split may instead be given as a list file `{split}.txt` in the '
+    'manual folder, one "rainy_path clean_path" per line.')
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  name: str
+  description: str
+  source: str                               # where to download it
+  split_folders: dict[str, tuple[str, ...]]  # split -> candidate folders
+  finders: tuple[tuple[str, Finder], ...]   # (layout name, finder), in order
+  paired: bool = True
+
+  @property
+  def instructions(self) -> str:
+    folders = '\n'.join(
+        f'  {split}: one of {", ".join(c + "/" for c in candidates)}'
+        for split, candidates in self.split_folders.items())
+    accepted = ', '.join(name for name, _ in self.finders)
+    return (f'{self.description}\nDownload: {self.source}\n'
+            f'Unpack it and pass its folder as --manual_dir. Splits are looked '
+            f'for in these folders (case-insensitive; "." is the manual folder '
+            f'itself):\n{folders}\nAccepted layouts in a split folder: '
+            f'{accepted}.' + (f'\n{_PAIRED_NOTE}' if self.paired else ''))
+
+
+def _side(clean_side: str) -> Finder:
+  return functools.partial(layouts.find_side_by_side, clean_side=clean_side)
+
+
+def _standard_finders(clean_side: str) -> tuple[tuple[str, Finder], ...]:
+  return (
+      ('prenet (rain-N.png + norain-N.png, rainy ones optionally in rainy/)',
+       layouts.find_prenet),
+      ('x2 (rain/X2/norain-Nx2.png + norain/norain-N.png)', layouts.find_x2),
+      ('input/target folders with identical names', layouts.find_input_target),
+      (f'side-by-side images, clean half on the {clean_side}',
+       _side(clean_side)),
+  )
+
+
+_INPUT_TARGET = (('input/target folders with identical names',
+                  layouts.find_input_target),)
+
+SPECS: dict[str, DatasetSpec] = {}
+
+
+def _register(spec: DatasetSpec) -> None:
+  SPECS[spec.name] = spec
+
+
+_register(DatasetSpec(
+    name='rain100h',
+    description=('Rain100H, the old JORDER version (Yang et al., CVPR 2017): '
+                 'RainTrainH, 1800 train pairs, and Rain100H, 100 test pairs. '
+                 'Split train_1254 drops the 546 train pairs whose backgrounds '
+                 'also appear in the test set (PReNet).'),
+    source=('https://github.com/csdwren/PReNet (datasets/train/RainTrainH, '
+            'datasets/test/Rain100H) or the RESCAN/DCSFN side-by-side copies.'),
+    split_folders={'train': ('train/RainTrainH', 'RainTrainH', 'train',
+                             'training'),
+                   'test': ('test/Rain100H', 'Rain100H', 'test', 'testing')},
+    finders=_standard_finders('left')))
+
+_register(DatasetSpec(
+    name='rain100l',
+    description=('Rain100L, the old JORDER version: RainTrainL, 200 train '
+                 'pairs, and Rain100L, 100 test pairs.'),
+    source=('https://github.com/csdwren/PReNet (datasets/train/RainTrainL, '
+            'datasets/test/Rain100L) or the RESCAN/DCSFN side-by-side copies.'),
+    split_folders={'train': ('train/RainTrainL', 'RainTrainL', 'train',
+                             'training'),
+                   'test': ('test/Rain100L', 'Rain100L', 'test', 'testing')},
+    finders=_standard_finders('left')))
+
+for _strength in ('H', 'L'):
+  _register(DatasetSpec(
+      name=f'rain200{_strength.lower()}',
+      description=(f'Rain200{_strength}, the new JORDER version (Yang et al., '
+                   'TPAMI 2019): 1800 train and 200 test pairs.'),
+      source='https://www.icst.pku.edu.cn/struct/Projects/joint_rain_removal.html',
+      split_folders={'train': ('train', 'training', f'rain_data_train_'
+                               f'{"Heavy" if _strength == "H" else "Light"}'),
+                     'test': ('test', 'testing', f'rain_data_test_'
+                              f'{"Heavy" if _strength == "H" else "Light"}')},
+      finders=_standard_finders('left')))
+
+_register(DatasetSpec(
+    name='rain1200',
+    description=('Rain1200 (DID-MDN, Zhang & Patel, CVPR 2018): 12,000 train '
+                 'pairs in three density folders (Rain_Heavy, Rain_Medium, '
+                 'Rain_Light, each with train2018new/) and 1,200 test pairs; '
+                 'side-by-side JPEGs with the rainy half on the LEFT. The '
+                 'density label comes from the folder.'),
+    source='https://github.com/hezhangsprinter/DID-MDN',
+    split_folders={'train': ('.', 'DID-MDN-training', 'train'),
+                   'test': ('DID-MDN-test', 'DID-MDN-datasets/DID-MDN-test',
+                            'test', 'testing')},
+    finders=(('density folders Rain_{Heavy,Medium,Light}/train2018new/ of '
+              'side-by-side images (rainy left)', lambda folder:
+              _find_did_mdn_densities(folder)),
+             ('input/target folders with identical names',
+              layouts.find_input_target),
+             ('side-by-side images, clean half on the right', _side('right')))))
+
+_register(DatasetSpec(
+    name='rain1400',
+    description=('Rain1400 / Rain12600 (DDN, Fu et al., CVPR 2017): 1000 '
+                 'scenes with 14 streak variants each; scenes 1-900 train, '
+                 '901-1000 test.'),
+    source='https://xueyangfu.github.io/projects/cvpr2017.html',
+    split_folders={'train': ('training', 'train', '.'),
+                   'test': ('testing', 'test', '.')},
+    finders=(('ddn (rainy_image/I_J.jpg + ground_truth/I.jpg)',
+              layouts.find_ddn),)))
+
+_register(DatasetSpec(
+    name='rain12',
+    description='Rain12 (Li et al., CVPR 2016): 12 test pairs.',
+    source='https://yu-li.github.io/ (Rain12 with the GMM paper)',
+    split_folders={'test': ('test', 'Rain12', '.')},
+    finders=(('NAME_in.png + NAME_GT.png', layouts.find_in_gt),)
+    + _standard_finders('left')))
+
+_register(DatasetSpec(
+    name='rain800',
+    description=('Rain800 (ID-CGAN, Zhang et al., 2019): 700 train and 100 '
+                 'test pairs, side-by-side with the clean half on the LEFT.'),
+    source='https://github.com/hezhangsprinter/ID-CGAN',
+    split_folders={'train': ('training', 'train'),
+                   'test': ('test_syn', 'testing', 'test')},
+    finders=_INPUT_TARGET + (('side-by-side images, clean half on the left',
+                              _side('left')),)))
+
+_register(DatasetSpec(
+    name='rain13k',
+    description=('Rain13K, the MPRNet/Restormer training collection (13,712 '
+                 'pairs), with its test sets Test100, Rain100H, Rain100L, '
+                 'Test2800 and Test1200.'),
+    source=('https://github.com/swz30/MPRNet/tree/main/Deraining '
+            '(train/Rain13K and test/*, each with input/ and target/)'),
+    split_folders={
+        'train': ('train/Rain13K', 'Rain13K', 'train'),
+        **{name.lower(): (f'test/{name}', name)
+           for name in ('Test100', 'Rain100H', 'Rain100L', 'Test2800',
+                        'Test1200')}},
+    finders=_INPUT_TARGET))
+
+_register(DatasetSpec(
+    name='spa_data',
+    description=('SPA-Data (Wang et al., CVPR 2019): real rain with derived '
+                 'ground truth, given by list files.'),
+    source='https://stevewongv.github.io/derain-project.html',
+    split_folders={'train': ('train', 'real_world', '.'),
+                   'test': ('test', 'real_test_1000', 'testing')},
+    finders=(('list files (*.txt with "rainy_path clean_path" lines; a name '
+              'containing "test" marks the test list)',
+              lambda folder: None),) + _INPUT_TARGET))
+
+_register(DatasetSpec(
+    name='real_rain',
+    description=('Real rainy photos without ground truth, for NIQE and visual '
+                 'checks.'),
+    source='any folder of rainy photos (e.g. the SPA-Data or DDN real sets)',
+    split_folders={'test': ('test', '.')},
+    finders=(('a folder of images', layouts.find_unpaired),),
+    paired=False))
+
+_register(DatasetSpec(
+    name='synthetic_rain',
+    description=('Synthetic rain streaks on clean photos: by default the '
+                 "photos inside scikit-image's wheel (no download), train and "
+                 'test from disjoint photos.'),
+    source=('nothing to download; optionally --manual_dir names a folder of '
+            'clean photos (the last fifth, in name order, becomes the test '
+            'split)'),
+    split_folders={},
+    finders=(),
+    paired=True))
+
+
+def _find_did_mdn_densities(folder: pathlib.Path) -> list[Pair] | None:
+  pairs = []
+  for density in ('heavy', 'medium', 'light'):
+    density_folder = layouts.find_child(folder, f'Rain_{density}/train2018new')
+    if density_folder is None:
+      continue
+    for pair in layouts.find_side_by_side(density_folder, 'right', density) or []:
+      pairs.append(dataclasses.replace(
+          pair, name=f'Rain_{density.capitalize()}/{pair.name}'))
+  return pairs or None
+
+
+def _ddn_by_scene(folder: pathlib.Path, split: str) -> list[Pair] | None:
+  """DDN scenes 1-900 are train, 901-1000 test, when both share one folder."""
+  in_split = (lambda i: i <= 900) if split == 'train' else (lambda i: i > 900)
+  return layouts.find_ddn(folder, keep=in_split)
+
+
+def _spa_list_files(manual_dir: pathlib.Path) -> dict[str, list[Pair]]:
+  found = {}
+  for list_file in sorted(manual_dir.rglob('*.txt')):
+    split = 'test' if 'test' in list_file.stem.lower() else 'train'
+    if split in found:
+      raise DatasetLayoutError(
+          f'SPA-Data: two list files for split {split!r}: '
+          f'{found[split][0]} and {list_file}. Keep one.')
+    found[split] = (list_file, layouts.read_list_file(list_file))
+  return {split: pairs for split, (_, pairs) in found.items()}
+
+
+def _no_layout_error(spec: DatasetSpec, manual_dir: pathlib.Path,
+                     detail: str) -> DatasetLayoutError:
+  return DatasetLayoutError(
+      f'{spec.name}: {detail}\nFound: {layouts.describe_folder(manual_dir)}\n'
+      f'Expected:\n{spec.instructions}')
+
+
+def discover(name: str, manual_dir: pathlib.Path) -> dict[str, list[Pair]]:
+  """{split: pairs} for dataset `name` in `manual_dir`."""
+  spec = SPECS[name]
+  manual_dir = pathlib.Path(manual_dir)
+  if not manual_dir.is_dir():
+    raise _no_layout_error(spec, manual_dir,
+                           f'manual_dir {manual_dir} is not a folder.')
+  if name == 'spa_data':
+    found = _spa_list_files(manual_dir)
+    if found:
+      return found
+  found = {}
+  for split, candidates in spec.split_folders.items():
+    list_file = layouts.find_child(manual_dir, f'{split}.txt')
+    if spec.paired and list_file is not None and list_file.is_file():
+      found[split] = layouts.read_list_file(list_file)
+      continue
+    for candidate in candidates:
+      folder = layouts.find_child(manual_dir, candidate)
+      if folder is None or not folder.is_dir():
+        continue
+      if name == 'rain1400' and candidate == '.':
+        pairs = _ddn_by_scene(folder, split)
+        if pairs is None:
+          continue
+      else:
+        pairs = next((p for _, finder in spec.finders
+                      if (p := finder(folder)) is not None), None)
+        if pairs is None:
+          if candidate == '.':
+            continue
+          raise _no_layout_error(
+              spec, folder, f'split {split!r}: {folder} is in none of the '
+              'accepted layouts.')
+      found[split] = pairs
+      break
+  if not found:
+    raise _no_layout_error(
+        spec, manual_dir, f'no split folder of {name} found in {manual_dir}.')
+  return found

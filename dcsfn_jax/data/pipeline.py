@@ -1,0 +1,238 @@
+"""grain input pipeline: augmented training patches and full-size eval images.
+
+Training stream. Epoch e visits the examples in the permutation drawn from
+(seed, e), dropping the last N mod G examples (G = global batch size). Global
+batch b of epoch e holds permutation positions [b*G, (b+1)*G); host p of P
+takes the contiguous slice [p*G/P, (p+1)*G/P) of it, so the hosts' parts are
+disjoint and together make the global batch. The augmentation of an example
+draws only from (seed, e, example index), so a stream depends on nothing but
+its arguments, and grain's iterator state (the next position, JSON-able)
+resumes it exactly.
+
+Released augmentation (REFERENCE §3), applied to rainy and clean stacked as one
+6-channel array so both get the same geometry:
+  1. crop height and width drawn independently from P + [-P/4, P/4]
+     (48..80 for P=64), at a uniform position;
+  2. bilinear resize to P x P (half-pixel centres, as cv2.resize);
+  3. horizontal flip with probability 1/2;
+  4. rotation by an integer angle in [-30, 30] degrees about the patch centre,
+     bilinear, zero (black) outside the patch.
+Unlike the released loader, every range is inclusive and the centre is the
+true centre, (P-1)/2; the released code's repeated RandomState is not
+reproduced. 'crop' mode takes a plain P x P crop.
+"""
+import functools
+import sys
+from typing import Literal
+
+import grain
+import numpy as np
+
+_SHUFFLE_STREAM = 0
+_AUGMENT_STREAM = 1
+MAX_ROTATION_DEGREES = 30
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+  return image.astype(np.float32) / 255.0
+
+
+def _example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+  return np.random.default_rng(
+      np.random.SeedSequence(seed, spawn_key=(_AUGMENT_STREAM, epoch, index)))
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  rng = np.random.default_rng(
+      np.random.SeedSequence(seed, spawn_key=(_SHUFFLE_STREAM, epoch)))
+  return rng.permutation(num_examples)
+
+
+def _interpolation_taps(in_size: int, out_size: int):
+  """Indices and weights of bilinear resizing along one axis (half-pixel)."""
+  position = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+  position = np.clip(position, 0, in_size - 1)
+  low = np.floor(position).astype(np.int64)
+  high = np.minimum(low + 1, in_size - 1)
+  return low, high, (position - low).astype(np.float32)
+
+
+def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """[h, w, c] -> [height, width, c], bilinear with half-pixel centres."""
+  row_low, row_high, row_weight = _interpolation_taps(image.shape[0], height)
+  col_low, col_high, col_weight = _interpolation_taps(image.shape[1], width)
+  rows = (image[row_low] * (1 - row_weight)[:, None, None]
+          + image[row_high] * row_weight[:, None, None])
+  return (rows[:, col_low] * (1 - col_weight)[None, :, None]
+          + rows[:, col_high] * col_weight[None, :, None])
+
+
+def rotate_bilinear(image: np.ndarray, degrees: float) -> np.ndarray:
+  """Rotates [h, w, c] counter-clockwise (as displayed) about its centre.
+
+  Bilinear; samples outside the image are zero, so corners turn black.
+  """
+  height, width = image.shape[:2]
+  center_y, center_x = (height - 1) / 2, (width - 1) / 2
+  theta = np.deg2rad(degrees)
+  out_y, out_x = np.meshgrid(np.arange(height, dtype=np.float32) - center_y,
+                             np.arange(width, dtype=np.float32) - center_x,
+                             indexing='ij')
+  # Inverse map: the source of each output pixel (y axis points down).
+  src_x = np.cos(theta) * out_x - np.sin(theta) * out_y + center_x
+  src_y = np.sin(theta) * out_x + np.cos(theta) * out_y + center_y
+  x0 = np.floor(src_x).astype(np.int64)
+  y0 = np.floor(src_y).astype(np.int64)
+  fx = (src_x - x0)[..., None]
+  fy = (src_y - y0)[..., None]
+  padded = np.pad(image, ((1, 1), (1, 1), (0, 0)))
+
+  def tap(y, x):
+    inside = (y >= -1) & (y <= height) & (x >= -1) & (x <= width)
+    values = padded[np.clip(y + 1, 0, height + 1), np.clip(x + 1, 0, width + 1)]
+    return np.where(inside[..., None], values, 0)
+
+  return ((1 - fy) * ((1 - fx) * tap(y0, x0) + fx * tap(y0, x0 + 1))
+          + fy * ((1 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)))
+
+
+def released_augment(stacked: np.ndarray, patch_size: int,
+                     rng: np.random.Generator) -> np.ndarray:
+  """The released augmentation of [H, W, C] float32 -> [P, P, C]."""
+  jitter = patch_size // 4
+  height, width = stacked.shape[:2]
+  crop_h = min(height, patch_size + int(rng.integers(-jitter, jitter + 1)))
+  crop_w = min(width, patch_size + int(rng.integers(-jitter, jitter + 1)))
+  top = int(rng.integers(0, height - crop_h + 1))
+  left = int(rng.integers(0, width - crop_w + 1))
+  patch = resize_bilinear(stacked[top:top + crop_h, left:left + crop_w],
+                          patch_size, patch_size)
+  if rng.random() < 0.5:
+    patch = patch[:, ::-1]
+  degrees = int(rng.integers(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES + 1))
+  return rotate_bilinear(patch, degrees)
+
+
+def random_crop(stacked: np.ndarray, patch_size: int,
+                rng: np.random.Generator) -> np.ndarray:
+  height, width = stacked.shape[:2]
+  top = int(rng.integers(0, height - patch_size + 1))
+  left = int(rng.integers(0, width - patch_size + 1))
+  return stacked[top:top + patch_size, left:left + patch_size]
+
+
+def _resolve_process(process_index: int | None,
+                     process_count: int | None) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} is not in '
+                     f'[0, process_count={process_count}).')
+  return process_index, process_count
+
+
+def _host_share(global_batch_size: int, process_index: int | None,
+                process_count: int | None) -> tuple[int, int, int]:
+  process_index, process_count = _resolve_process(process_index, process_count)
+  if global_batch_size % process_count:
+    raise ValueError(
+        f'global_batch_size={global_batch_size} is not divisible by '
+        f'process_count={process_count}; choose a multiple of {process_count}.')
+  return process_index, process_count, global_batch_size // process_count
+
+
+class _TrainPatches:
+  """Infinite random-access stream of this host's augmented examples."""
+
+  def __init__(self, source, *, global_batch_size: int, patch_size: int,
+               augment: str, seed: int, process_index: int, local_batch: int):
+    self._source = source
+    self._global = global_batch_size
+    self._local = local_batch
+    self._offset = process_index * local_batch
+    self._steps_per_epoch = len(source) // global_batch_size
+    self._patch_size = patch_size
+    self._augment = released_augment if augment == 'released' else random_crop
+    self._seed = seed
+
+  @functools.lru_cache(maxsize=4)
+  def _permutation(self, epoch: int) -> np.ndarray:
+    return epoch_permutation(self._seed, epoch, len(self._source))
+
+  def example_index(self, position: int) -> tuple[int, int]:
+    """(epoch, source index) of this host's `position`-th example."""
+    step, slot = divmod(position, self._local)
+    epoch, step_in_epoch = divmod(step, self._steps_per_epoch)
+    within_epoch = step_in_epoch * self._global + self._offset + slot
+    return epoch, int(self._permutation(epoch)[within_epoch])
+
+  def __call__(self, position: int) -> dict:
+    epoch, index = self.example_index(position)
+    example = self._source[index]
+    rainy, clean = example['rainy'], example['clean']
+    if self._augment is random_crop and min(rainy.shape[:2]) < self._patch_size:
+      raise ValueError(
+          f'Example {example["name"]!r} is {rainy.shape[0]}x{rainy.shape[1]}, '
+          f'smaller than patch_size={self._patch_size}; lower patch_size or '
+          "use augment='released', which crops no more than the image.")
+    stacked = np.concatenate([to_float(rainy), to_float(clean)], axis=-1)
+    patch = self._augment(stacked, self._patch_size,
+                          _example_rng(self._seed, epoch, index))
+    return {'rainy': np.ascontiguousarray(patch[..., :3], np.float32),
+            'clean': np.ascontiguousarray(patch[..., 3:], np.float32)}
+
+
+def train_iterator(source, *, global_batch_size: int, patch_size: int = 64,
+                   augment: Literal['released', 'crop'] = 'released',
+                   seed: int, process_index: int | None = None,
+                   process_count: int | None = None, num_threads: int = 4,
+                   prefetch_batches: int = 4):
+  """Endless iterator of this host's share of each global batch.
+
+  Yields {'rainy', 'clean'}: float32 [global_batch_size / process_count,
+  patch_size, patch_size, 3] in [0, 1]. `get_state()` / `set_state(state)`
+  save and restore the position (a JSON-able dict). Hosts default to
+  jax.process_index() / jax.process_count().
+  """
+  if augment not in ('released', 'crop'):
+    raise ValueError(f"augment={augment!r}; choose 'released' or 'crop'.")
+  process_index, _, local_batch = _host_share(
+      global_batch_size, process_index, process_count)
+  if len(source) < global_batch_size:
+    raise ValueError(
+        f'The training split has {len(source)} examples, fewer than '
+        f'global_batch_size={global_batch_size}; lower the batch size.')
+  patches = _TrainPatches(
+      source, global_batch_size=global_batch_size, patch_size=patch_size,
+      augment=augment, seed=seed, process_index=process_index,
+      local_batch=local_batch)
+  dataset = (grain.MapDataset.range(sys.maxsize)
+             .map(patches)
+             .batch(local_batch, drop_remainder=True))
+  read_options = grain.ReadOptions(num_threads=num_threads,
+                                   prefetch_buffer_size=prefetch_batches
+                                   * local_batch)
+  return iter(dataset.to_iter_dataset(read_options))
+
+
+def eval_iterator(source, *, process_index: int | None = None,
+                  process_count: int | None = None, num_threads: int = 2):
+  """Full-size examples of this host (every process_count-th, from
+  process_index), one at a time: 'rainy' (and 'clean' where paired) float32
+  [H, W, 3] in [0, 1], and 'name'.
+  """
+  process_index, process_count = _resolve_process(process_index,
+                                                  process_count)
+
+  def to_arrays(example: dict) -> dict:
+    converted = {'name': example['name'], 'rainy': to_float(example['rainy'])}
+    if 'clean' in example:
+      converted['clean'] = to_float(example['clean'])
+    return converted
+
+  dataset = grain.MapDataset.source(source)[process_index::process_count]
+  read_options = grain.ReadOptions(num_threads=num_threads,
+                                   prefetch_buffer_size=2 * num_threads)
+  return iter(dataset.map(to_arrays).to_iter_dataset(read_options))

@@ -1,0 +1,60 @@
+r"""Writes a deraining dataset as tfds array_record files.
+
+  python -m dcsfn_jax.data.prepare --dataset rain100h --manual_dir ~/Rain100H
+  python -m dcsfn_jax.data.prepare --dataset synthetic_rain --data_dir /tmp/data
+
+`--manual_dir` is the unpacked download (see `--helpfull` for the datasets'
+layouts, or `dcsfn_jax.data.catalog`). synthetic_rain needs no download; its
+`--manual_dir`, if given, is a folder of clean photos. Ends with a summary:
+pairs per split, size range, and where the data went.
+"""
+from absl import app
+from absl import flags
+from dcsfn_jax.data import builders
+from dcsfn_jax.data import building
+from dcsfn_jax.data import catalog
+from dcsfn_jax.data.layouts import DatasetLayoutError
+
+_DATASET = flags.DEFINE_enum('dataset', 'synthetic_rain', list(catalog.SPECS),
+                             'Dataset (tfds config) to prepare.')
+_MANUAL_DIR = flags.DEFINE_string(
+    'manual_dir', None, 'Folder holding the downloaded files; default '
+    '<data_dir>/downloads/manual/<dataset>. For synthetic_rain: an optional '
+    "folder of clean photos instead of scikit-image's.")
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'Where the tfds dataset is written (default: tfds '
+    'default, ~/tensorflow_datasets or $TFDS_DATA_DIR).')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                               'Rebuild even if the dataset already exists.')
+_MAX_SIZE = flags.DEFINE_integer('max_size', builders.SyntheticOptions.max_size,
+                                 'synthetic_rain: longer photo side, px.')
+_NUM_TRAIN = flags.DEFINE_integer('num_train',
+                                  builders.SyntheticOptions.num_train,
+                                  'synthetic_rain: train pairs.')
+_NUM_TEST = flags.DEFINE_integer('num_test', builders.SyntheticOptions.num_test,
+                                 'synthetic_rain: test pairs.')
+_SEED = flags.DEFINE_integer('seed', builders.SyntheticOptions.seed,
+                             'synthetic_rain: seed of the streaks.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  options = builders.SyntheticOptions(
+      max_size=_MAX_SIZE.value, num_train=_NUM_TRAIN.value,
+      num_test=_NUM_TEST.value, seed=_SEED.value)
+  try:
+    builder = building.prepare(_DATASET.value, manual_dir=_MANUAL_DIR.value,
+                      data_dir=_DATA_DIR.value, synthetic_options=options,
+                      overwrite=_OVERWRITE.value)
+  except DatasetLayoutError as error:
+    raise app.UsageError(str(error)) from error
+  print(f'\n{_DATASET.value} is in {builder.data_dir}')
+  for split, stats in building.summarize(builder).items():
+    (min_h, min_w), (max_h, max_w) = stats['min_size'], stats['max_size']
+    print(f'  {split:>10}: {stats["pairs"]:6d} pairs, sizes (H x W) from '
+          f'{min_h}x{min_w} to {max_h}x{max_w}')
+
+
+if __name__ == '__main__':
+  app.run(main)
