@@ -153,10 +153,13 @@ class Derain(tfds.core.GeneratorBasedBuilder):
       f'{spec.name}:\n{spec.instructions}' for spec in catalog.SPECS.values())
 
   def __init__(self, *, manual_dir: str | os.PathLike | None = None,
+               pairs: dict[str, list[Pair]] | None = None,
                synthetic_options: SyntheticOptions | None = None, **kwargs):
+    """`pairs` ({split: pairs}, from `catalog.discover`) skips discovery."""
     kwargs.setdefault('file_format', 'array_record')
     super().__init__(**kwargs)
     self.manual_dir = manual_dir
+    self.pairs = pairs
     self.synthetic_options = synthetic_options or SyntheticOptions()
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -184,8 +187,8 @@ class Derain(tfds.core.GeneratorBasedBuilder):
       return {split: self._generate_synthetic(split, photos[split],
                                               counts[split])
               for split in ('train', 'test')}
-    found = catalog.discover(self.builder_config.name,
-                             self.manual_dir or dl_manager.manual_dir)
+    found = self.pairs or catalog.discover(
+        self.builder_config.name, self.manual_dir or dl_manager.manual_dir)
     return {split: self._generate_examples(pairs)
             for split, pairs in found.items()}
 

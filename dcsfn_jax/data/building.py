@@ -1,6 +1,8 @@
 """Building prepared datasets: `prepare` (any dataset) and `prepare_synthetic`."""
+import dataclasses
 import os
 import pathlib
+import shutil
 import tempfile
 
 import tensorflow_datasets as tfds
@@ -13,13 +15,6 @@ def _default_manual_dir(dataset: str, data_dir) -> pathlib.Path:
   root = pathlib.Path(data_dir) if data_dir else pathlib.Path(
       os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')).expanduser()
   return root / 'downloads' / 'manual' / dataset
-
-
-def _remove_new_empty_dirs(path: pathlib.Path, stop: pathlib.Path) -> None:
-  """Removes `path` and its parents up to `stop` while they are empty."""
-  while path != stop and path.is_dir() and not any(path.iterdir()):
-    path.rmdir()
-    path = path.parent
 
 
 def summarize(builder: tfds.core.DatasetBuilder) -> dict:
@@ -48,19 +43,21 @@ def prepare(dataset: str, *, manual_dir=None, data_dir=None,
   if dataset == 'synthetic_rain':
     synthetic_options = synthetic_options or builders.SyntheticOptions()
     if manual_dir is not None:
-      synthetic_options = builders.SyntheticOptions(**{
-          **synthetic_options.__dict__, 'photos_dir': os.fspath(manual_dir)})
-  else:
-    if manual_dir is None:
-      manual_dir = _default_manual_dir(dataset, data_dir)
-    catalog.discover(dataset, pathlib.Path(manual_dir))  # fail before writing
+      synthetic_options = dataclasses.replace(
+          synthetic_options, photos_dir=os.fspath(manual_dir))
+  elif manual_dir is None:
+    manual_dir = _default_manual_dir(dataset, data_dir)
   builder = builders.Derain(config=dataset, data_dir=data_dir,
                             manual_dir=manual_dir,
                             synthetic_options=synthetic_options)
   if builder.is_prepared() and not overwrite:
     return builder
-  dataset_root = pathlib.Path(builder.data_dir).parent.parent
-  root_existed = dataset_root.parent.exists()
+  if dataset != 'synthetic_rain':
+    builder.pairs = catalog.discover(dataset, pathlib.Path(manual_dir))
+  # Folders this build creates; on failure the outermost goes, with all in it.
+  version_dir = pathlib.Path(builder.data_dir)
+  new_dirs = [d for d in (version_dir.parents[2], version_dir.parents[1],
+                          version_dir.parent) if not d.exists()]
   mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   with tempfile.TemporaryDirectory() as download_dir:
@@ -69,9 +66,8 @@ def prepare(dataset: str, *, manual_dir=None, data_dir=None,
           download_dir=download_dir,
           download_config=tfds.download.DownloadConfig(download_mode=mode))
     except BaseException:
-      _remove_new_empty_dirs(pathlib.Path(builder.data_dir).parent,
-                             dataset_root.parent if root_existed
-                             else dataset_root.parent.parent)
+      if new_dirs:
+        shutil.rmtree(new_dirs[0], ignore_errors=True)
       raise
   return builder
 

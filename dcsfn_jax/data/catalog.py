@@ -10,6 +10,9 @@ import functools
 import pathlib
 from typing import Callable
 
+import numpy as np
+from PIL import Image
+
 from dcsfn_jax.data import layouts
 from dcsfn_jax.data.layouts import DatasetLayoutError, Pair
 
@@ -71,8 +74,14 @@ _register(DatasetSpec(
     name='rain100h',
     description=('Rain100H, the old JORDER version (Yang et al., CVPR 2017): '
                  'RainTrainH, 1800 train pairs, and Rain100H, 100 test pairs. '
-                 'Split train_1254 drops the 546 train pairs whose backgrounds '
-                 'also appear in the test set (PReNet).'),
+                 'Split train_1254 (PReNet) drops the 546 train pairs whose '
+                 'backgrounds also appear in the test set: the pairs named in '
+                 'train_1254.txt (one name per line) if the manual folder has '
+                 'that file; else the whole train split if it has 1254 pairs '
+                 "(PReNet's copy is already filtered); else the train pairs "
+                 'whose clean image matches no test clean image (16x16 gray '
+                 'thumbnails, correlation < 0.95). The summary shows the '
+                 'count, so check it is 1254.'),
     source=('https://github.com/csdwren/PReNet (datasets/train/RainTrainH, '
             'datasets/test/Rain100H) or the RESCAN/DCSFN side-by-side copies.'),
     split_folders={'train': ('train/RainTrainH', 'RainTrainH', 'train',
@@ -227,6 +236,53 @@ def _spa_list_files(manual_dir: pathlib.Path) -> dict[str, list[Pair]]:
   return {split: pairs for split, (_, pairs) in found.items()}
 
 
+BACKGROUND_MATCH_CORRELATION = 0.95
+
+
+def background_thumbnail(pair: Pair) -> np.ndarray:
+  """Standardised 16x16 gray thumbnail of a pair's clean image, flattened."""
+  with Image.open(pair.clean if pair.clean_side == 'file' else pair.rainy) as image:
+    image = image.convert('L')
+    if pair.clean_side in ('left', 'right'):
+      half = image.width // 2
+      box = (0, 0, half, image.height) if pair.clean_side == 'left' else (
+          half, 0, 2 * half, image.height)
+      image = image.crop(box)
+    pixels = np.asarray(image.resize((16, 16), Image.Resampling.BOX),
+                        np.float64).ravel()
+  return (pixels - pixels.mean()) / (pixels.std() + 1e-6)
+
+
+def prenet_train_split(train: list[Pair], test: list[Pair] | None,
+                       manual_dir: pathlib.Path) -> list[Pair] | None:
+  """Rain100H's 1254 train pairs whose backgrounds are not in the test set."""
+  names_file = layouts.find_child(manual_dir, 'train_1254.txt')
+  if names_file is not None and names_file.is_file():
+    wanted = [line.strip() for line in names_file.read_text().splitlines()
+              if line.strip()]
+    by_name = {}
+    for pair in train:
+      by_name[pair.name] = by_name[pair.rainy.name] = by_name[
+          pair.rainy.stem] = pair
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+      raise DatasetLayoutError(
+          f'{names_file} names pairs that are not in the train split: '
+          f'{", ".join(unknown[:10])}. Use pair names or rainy file names.')
+    return [by_name[name] for name in wanted]
+  if len(train) == 1254:
+    return train
+  if not test:
+    return None
+  test_thumbnails = np.stack([background_thumbnail(p) for p in test])
+  kept = []
+  for pair in train:
+    correlation = test_thumbnails @ background_thumbnail(pair) / 256
+    if correlation.max() < BACKGROUND_MATCH_CORRELATION:
+      kept.append(pair)
+  return kept
+
+
 def _no_layout_error(spec: DatasetSpec, manual_dir: pathlib.Path,
                      detail: str) -> DatasetLayoutError:
   return DatasetLayoutError(
@@ -273,4 +329,9 @@ def discover(name: str, manual_dir: pathlib.Path) -> dict[str, list[Pair]]:
   if not found:
     raise _no_layout_error(
         spec, manual_dir, f'no split folder of {name} found in {manual_dir}.')
+  if name == 'rain100h' and 'train' in found:
+    prenet_train = prenet_train_split(found['train'], found.get('test'),
+                                      manual_dir)
+    if prenet_train is not None:
+      found['train_1254'] = prenet_train
   return found

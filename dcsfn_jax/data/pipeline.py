@@ -21,6 +21,7 @@ Unlike the released loader, every range is inclusive and the centre is the
 true centre, (P-1)/2; the released code's repeated RandomState is not
 reproduced. 'crop' mode takes a plain P x P crop.
 """
+import dataclasses
 import functools
 import sys
 from typing import Literal
@@ -96,21 +97,49 @@ def rotate_bilinear(image: np.ndarray, degrees: float) -> np.ndarray:
           + fy * ((1 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)))
 
 
+@dataclasses.dataclass(frozen=True)
+class ReleasedDraw:
+  """One example's draw of the released augmentation (pixels, degrees)."""
+  top: int
+  left: int
+  crop_height: int
+  crop_width: int
+  flip: bool
+  degrees: int
+
+
+def draw_released(rng: np.random.Generator, height: int, width: int,
+                  patch_size: int) -> ReleasedDraw:
+  """Crop size P + U{-P/4..P/4} per axis (at most the image), position,
+  flip with p=1/2 and an integer angle in [-30, 30]."""
+  jitter = patch_size // 4
+  crop_height = min(height, patch_size + int(rng.integers(-jitter, jitter + 1)))
+  crop_width = min(width, patch_size + int(rng.integers(-jitter, jitter + 1)))
+  return ReleasedDraw(
+      top=int(rng.integers(0, height - crop_height + 1)),
+      left=int(rng.integers(0, width - crop_width + 1)),
+      crop_height=crop_height, crop_width=crop_width,
+      flip=bool(rng.random() < 0.5),
+      degrees=int(rng.integers(-MAX_ROTATION_DEGREES,
+                               MAX_ROTATION_DEGREES + 1)))
+
+
+def apply_released(stacked: np.ndarray, draw: ReleasedDraw,
+                   patch_size: int) -> np.ndarray:
+  """[H, W, C] float32 -> [P, P, C]: crop, resize, flip, rotate."""
+  crop = stacked[draw.top:draw.top + draw.crop_height,
+                 draw.left:draw.left + draw.crop_width]
+  patch = resize_bilinear(crop, patch_size, patch_size)
+  if draw.flip:
+    patch = patch[:, ::-1]
+  return rotate_bilinear(patch, draw.degrees)
+
+
 def released_augment(stacked: np.ndarray, patch_size: int,
                      rng: np.random.Generator) -> np.ndarray:
   """The released augmentation of [H, W, C] float32 -> [P, P, C]."""
-  jitter = patch_size // 4
-  height, width = stacked.shape[:2]
-  crop_h = min(height, patch_size + int(rng.integers(-jitter, jitter + 1)))
-  crop_w = min(width, patch_size + int(rng.integers(-jitter, jitter + 1)))
-  top = int(rng.integers(0, height - crop_h + 1))
-  left = int(rng.integers(0, width - crop_w + 1))
-  patch = resize_bilinear(stacked[top:top + crop_h, left:left + crop_w],
-                          patch_size, patch_size)
-  if rng.random() < 0.5:
-    patch = patch[:, ::-1]
-  degrees = int(rng.integers(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES + 1))
-  return rotate_bilinear(patch, degrees)
+  draw = draw_released(rng, stacked.shape[0], stacked.shape[1], patch_size)
+  return apply_released(stacked, draw, patch_size)
 
 
 def random_crop(stacked: np.ndarray, patch_size: int,

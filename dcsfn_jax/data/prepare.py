@@ -3,8 +3,8 @@ r"""Writes a deraining dataset as tfds array_record files.
   python -m dcsfn_jax.data.prepare --dataset rain100h --manual_dir ~/Rain100H
   python -m dcsfn_jax.data.prepare --dataset synthetic_rain --data_dir /tmp/data
 
-`--manual_dir` is the unpacked download (see `--helpfull` for the datasets'
-layouts, or `dcsfn_jax.data.catalog`). synthetic_rain needs no download; its
+`--manual_dir` is the unpacked download; `--instructions` prints where a
+dataset comes from and which layouts are accepted. synthetic_rain needs no download; its
 `--manual_dir`, if given, is a folder of clean photos. Ends with a summary:
 pairs per split, size range, and where the data went.
 """
@@ -24,6 +24,9 @@ _MANUAL_DIR = flags.DEFINE_string(
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'Where the tfds dataset is written (default: tfds '
     'default, ~/tensorflow_datasets or $TFDS_DATA_DIR).')
+_INSTRUCTIONS = flags.DEFINE_bool(
+    'instructions', False, "Print the dataset's download instructions and "
+    'accepted layouts, then exit.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Rebuild even if the dataset already exists.')
 _MAX_SIZE = flags.DEFINE_integer('max_size', builders.SyntheticOptions.max_size,
@@ -40,6 +43,9 @@ _SEED = flags.DEFINE_integer('seed', builders.SyntheticOptions.seed,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _INSTRUCTIONS.value:
+    print(catalog.SPECS[_DATASET.value].instructions)
+    return
   options = builders.SyntheticOptions(
       max_size=_MAX_SIZE.value, num_train=_NUM_TRAIN.value,
       num_test=_NUM_TEST.value, seed=_SEED.value)
@@ -48,12 +54,16 @@ def main(argv):
                       data_dir=_DATA_DIR.value, synthetic_options=options,
                       overwrite=_OVERWRITE.value)
   except DatasetLayoutError as error:
-    raise app.UsageError(str(error)) from error
+    raise SystemExit(f'error: {error}') from error
   print(f'\n{_DATASET.value} is in {builder.data_dir}')
   for split, stats in building.summarize(builder).items():
     (min_h, min_w), (max_h, max_w) = stats['min_size'], stats['max_size']
     print(f'  {split:>10}: {stats["pairs"]:6d} pairs, sizes (H x W) from '
           f'{min_h}x{min_w} to {max_h}x{max_w}')
+    if split == 'train_1254' and stats['pairs'] != 1254:
+      print(f'  note: train_1254 has {stats["pairs"]} pairs, not 1254; see '
+            'the train_1254 notes of --instructions and add '
+            'train_1254.txt to the manual folder to fix the split.')
 
 
 if __name__ == '__main__':
