@@ -24,6 +24,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from dcsfn_jax import models
+
 _SLOPE = 0.2
 _POOLS = (1, 2, 4, 8)
 
@@ -233,8 +235,12 @@ class DCSFNTwin(nn.Module):
   """Three-scale DCSFN (or the single-network ablation), NCHW in and out.
 
   forward(images [B, 3, H, W]) -> derained images O - R; with
-  `return_intermediates=True` -> (derained, dict of named features), the dict
-  holding at least 'rain_estimate' (R, [B, 3, H, W]).
+  `return_intermediates=True` -> (derained, features), features named like the
+  Flax model's sown intermediates: 'convert'; 'encoder_scale{s}',
+  'skip_features_scale{s}' ([L, B, C, h, w] raw block outputs);
+  'cross_pass1_scale{s}', 'cross_pass2_scale{s}' (cell outputs, with
+  cross_scale); 'decoder_scale{s}'; 'rain_estimate' (R, [B, 3, H, W]). The
+  single variant drops the '_scale{s}' suffix.
   """
 
   def __init__(self, model_config):
@@ -295,9 +301,9 @@ class DCSFNTwin(nn.Module):
     b2, g2 = self.rec2_2(a2, g1_at_2)
     g1_source = g1_at_2 if self.recurrent_unit == 'LSTM' else g1
     b4, _ = self.rec2_4(a4, self._fuse_states(2, g1_source, g2, size4))
-    intermediates.update(cross_scale1_scale1=a1, cross_scale1_scale2=a2,
-                         cross_scale1_scale4=a4, cross_scale2_scale1=b1,
-                         cross_scale2_scale2=b2, cross_scale2_scale4=b4)
+    intermediates.update(cross_pass1_scale1=a1, cross_pass1_scale2=a2,
+                         cross_pass1_scale4=a4, cross_pass2_scale1=b1,
+                         cross_pass2_scale2=b2, cross_pass2_scale4=b4)
     return b1, b2, b4
 
   def forward(self, images: torch.Tensor, return_intermediates: bool = False):
@@ -307,7 +313,8 @@ class DCSFNTwin(nn.Module):
     if self.single:
       encoded, skips = self.encoder(features)
       decoded, _ = self.decoder(encoded, skips)
-      intermediates.update(encoder=encoded, decoder=decoded)
+      intermediates.update(encoder=encoded, skip_features=torch.stack(skips),
+                           decoder=decoded)
       rain_estimate = self.merge(decoded)
     else:
       encoded, skips = {}, {}
@@ -315,6 +322,7 @@ class DCSFNTwin(nn.Module):
         coder = getattr(self, f'encoder_scale{scale}')
         encoded[scale], skips[scale] = coder(_pool(features, scale))
         intermediates[f'encoder_scale{scale}'] = encoded[scale]
+        intermediates[f'skip_features_scale{scale}'] = torch.stack(skips[scale])
       if self.cross_scale:
         decoder_inputs = self._cross_scale(encoded[1], encoded[2], encoded[4],
                                            intermediates)
@@ -335,16 +343,9 @@ class DCSFNTwin(nn.Module):
 
 
 def build_torch_model(model_config) -> DCSFNTwin:
-  """The PyTorch twin for `model_config` (a dcsfn_jax.models model config)."""
-  if model_config.recurrent_unit not in RECURRENT_CELLS:
-    raise ValueError(
-        f'model_config.recurrent_unit={model_config.recurrent_unit!r}; '
-        f'expected one of {sorted(RECURRENT_CELLS)}.')
-  if not 1 <= model_config.num_scales <= 4:
-    raise ValueError(f'model_config.num_scales={model_config.num_scales}; '
-                     'expected 1, 2, 3 or 4.')
-  if model_config.channels % model_config.conv_groups:
-    raise ValueError(
-        f'model_config.channels={model_config.channels} is not divisible by '
-        f'model_config.conv_groups={model_config.conv_groups}.')
+  """The PyTorch twin for `model_config` (a dcsfn_jax.models model config).
+
+  Raises ValueError naming the field when the config is unusable.
+  """
+  models.validate(model_config)
   return DCSFNTwin(model_config)
