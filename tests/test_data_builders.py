@@ -150,7 +150,6 @@ def test_rain100h_prenet_layout_and_train_1254(tmp_path):
   fake = Fake(tmp_path / 'manual')
   fake.prenet('train/RainTrainH', range(1, 6))
   # Test pairs 101, 102 share their backgrounds with train pairs 1 and 2.
-  fake.expected_test = {}
   for k, background in ((101, 1), (102, 2), (103, 103)):
     clean = clean_image(background)
     rainy = rainy_image(clean, k)
@@ -266,9 +265,22 @@ def test_spa_data_list_files(tmp_path):
   fake = Fake(tmp_path / 'manual')
   fake.list_file('real_world.txt', range(1, 4))
   fake.list_file('real_test_1000.txt', range(4, 6))
+  (fake.root / 'README.txt').write_text('SPA-Data, see the paper.\n')
   data_dir = build('spa_data', fake, tmp_path)
   fake.check('spa_data', 'train', data_dir, names('rainy/', range(1, 4)))
   fake.check('spa_data', 'test', data_dir, names('rainy/', range(4, 6)))
+
+
+def test_spa_data_train_list_with_rain_gt_test_folder(tmp_path):
+  fake = Fake(tmp_path / 'manual')
+  fake.list_file('real_world.txt', range(1, 3))
+  for k in (7, 8):
+    rainy, clean = fake.pair(k, f'{k}')
+    save(fake.root / 'real_test_1000' / 'rain' / f'{k}.png', rainy)
+    save(fake.root / 'real_test_1000' / 'gt' / f'{k}.png', clean)
+  data_dir = build('spa_data', fake, tmp_path)
+  fake.check('spa_data', 'train', data_dir, names('rainy/', range(1, 3)))
+  fake.check('spa_data', 'test', data_dir, ['7', '8'])
 
 
 def test_real_rain_is_unpaired(tmp_path):

@@ -31,13 +31,15 @@ class DatasetSpec:
   split_folders: dict[str, tuple[str, ...]]  # split -> candidate folders
   finders: tuple[tuple[str, Finder], ...]   # (layout name, finder), in order
   paired: bool = True
+  other_layouts: str = ''                   # accepted forms found elsewhere
 
   @property
   def instructions(self) -> str:
     folders = '\n'.join(
         f'  {split}: one of {", ".join(c + "/" for c in candidates)}'
         for split, candidates in self.split_folders.items())
-    accepted = ', '.join(name for name, _ in self.finders)
+    accepted = ', '.join([name for name, _ in self.finders]
+                         + ([self.other_layouts] if self.other_layouts else []))
     return (f'{self.description}\nDownload: {self.source}\n'
             f'Unpack it and pass its folder as --manual_dir. Splits are looked '
             f'for in these folders (case-insensitive; "." is the manual folder '
@@ -54,13 +56,14 @@ def _standard_finders(clean_side: str) -> tuple[tuple[str, Finder], ...]:
       ('prenet (rain-N.png + norain-N.png, rainy ones optionally in rainy/)',
        layouts.find_prenet),
       ('x2 (rain/X2/norain-Nx2.png + norain/norain-N.png)', layouts.find_x2),
-      ('input/target folders with identical names', layouts.find_input_target),
+      _INPUT_TARGET[0],
       (f'side-by-side images, clean half on the {clean_side}',
        _side(clean_side)),
   )
 
 
-_INPUT_TARGET = (('input/target folders with identical names',
+_INPUT_TARGET = (('input/target (or rain/gt, rainy/gt, rainy/clean) folders '
+                  'with identical names',
                   layouts.find_input_target),)
 
 SPECS: dict[str, DatasetSpec] = {}
@@ -126,8 +129,7 @@ _register(DatasetSpec(
     finders=(('density folders Rain_{Heavy,Medium,Light}/train2018new/ of '
               'side-by-side images (rainy left)', lambda folder:
               _find_did_mdn_densities(folder)),
-             ('input/target folders with identical names',
-              layouts.find_input_target),
+             _INPUT_TARGET[0],
              ('side-by-side images, clean half on the right', _side('right')))))
 
 _register(DatasetSpec(
@@ -180,9 +182,10 @@ _register(DatasetSpec(
     source='https://stevewongv.github.io/derain-project.html',
     split_folders={'train': ('train', 'real_world', '.'),
                    'test': ('test', 'real_test_1000', 'testing')},
-    finders=(('list files (*.txt with "rainy_path clean_path" lines; a name '
-              'containing "test" marks the test list)',
-              lambda folder: None),) + _INPUT_TARGET))
+    finders=_INPUT_TARGET,
+    other_layouts=('list files anywhere under the manual folder (*.txt with '
+                   '"rainy_path clean_path" lines, e.g. real_world.txt; a name '
+                   'containing "test" marks the test list)')))
 
 _register(DatasetSpec(
     name='real_rain',
@@ -227,6 +230,8 @@ def _ddn_by_scene(folder: pathlib.Path, split: str) -> list[Pair] | None:
 def _spa_list_files(manual_dir: pathlib.Path) -> dict[str, list[Pair]]:
   found = {}
   for list_file in sorted(manual_dir.rglob('*.txt')):
+    if not layouts.looks_like_list_file(list_file):
+      continue
     split = 'test' if 'test' in list_file.stem.lower() else 'train'
     if split in found:
       raise DatasetLayoutError(
@@ -297,12 +302,10 @@ def discover(name: str, manual_dir: pathlib.Path) -> dict[str, list[Pair]]:
   if not manual_dir.is_dir():
     raise _no_layout_error(spec, manual_dir,
                            f'manual_dir {manual_dir} is not a folder.')
-  if name == 'spa_data':
-    found = _spa_list_files(manual_dir)
-    if found:
-      return found
-  found = {}
+  found = _spa_list_files(manual_dir) if name == 'spa_data' else {}
   for split, candidates in spec.split_folders.items():
+    if split in found:
+      continue
     list_file = layouts.find_child(manual_dir, f'{split}.txt')
     if spec.paired and list_file is not None and list_file.is_file():
       found[split] = layouts.read_list_file(list_file)

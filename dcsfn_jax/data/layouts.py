@@ -10,7 +10,8 @@ Accepted layouts (REFERENCE §5):
   prenet        rain-N.png with norain-N.png, in one folder, or the rainy ones
                 in a `rainy/` subfolder.
   x2            rain/X2/norain-Nx2.png (rainy) with norain/norain-N.png.
-  input_target  input/NAME with target/NAME (identical names).
+  input_target  input/NAME with target/NAME (identical names; also the folder
+                pairs rain/gt, rainy/gt and rainy/clean).
   in_gt         NAME_in.png with NAME_GT.png (Rain12 as distributed).
   ddn           rainy_image/I_J.jpg with ground_truth/I.jpg (DDN, Rain1400).
   side_by_side  one image per pair, the halves side by side; which half is
@@ -153,16 +154,21 @@ def find_x2(folder: pathlib.Path) -> list[Pair] | None:
                        clean, lambda k: f'norain-{k}')
 
 
+INPUT_TARGET_FOLDERS = (('input', 'target'), ('rain', 'gt'), ('rainy', 'gt'),
+                        ('rainy', 'clean'))
+
+
 def find_input_target(folder: pathlib.Path) -> list[Pair] | None:
-  input_folder = find_child(folder, 'input')
-  target_folder = find_child(folder, 'target')
-  if input_folder is None or target_folder is None:
-    return None
-  rainy = {p.stem: p for p in list_images(input_folder)}
-  clean = {p.stem: p for p in list_images(target_folder)}
-  if not rainy and not clean:
-    return None
-  return _match_by_key('input/target', rainy, clean, str)
+  for input_name, target_name in INPUT_TARGET_FOLDERS:
+    input_folder = find_child(folder, input_name)
+    target_folder = find_child(folder, target_name)
+    if input_folder is None or target_folder is None:
+      continue
+    rainy = {p.stem: p for p in list_images(input_folder)}
+    clean = {p.stem: p for p in list_images(target_folder)}
+    if rainy or clean:
+      return _match_by_key(f'{input_name}/{target_name}', rainy, clean, str)
+  return None
 
 
 def find_in_gt(folder: pathlib.Path) -> list[Pair] | None:
@@ -237,6 +243,16 @@ def _resolve_listed(list_file: pathlib.Path, line_number: int,
       f'{list_file}, line {line_number}: {listed!r} is not a file (looked in '
       f'{list_file.parent} and {list_file.parent.parent}). Fix the path or '
       'put the image there.')
+
+
+def looks_like_list_file(path: pathlib.Path) -> bool:
+  """A .txt file whose first line is two image paths."""
+  if path.suffix.lower() != '.txt' or not path.is_file():
+    return False
+  with path.open(errors='replace') as lines:
+    first = next((line for line in lines if line.strip()), '').split()
+  return len(first) == 2 and all(
+      pathlib.PurePath(p).suffix.lower() in IMAGE_SUFFIXES for p in first)
 
 
 def read_list_file(list_file: pathlib.Path) -> list[Pair]:

@@ -124,30 +124,13 @@ def draw_released(rng: np.random.Generator, height: int, width: int,
                                MAX_ROTATION_DEGREES + 1)))
 
 
-def apply_released(stacked: np.ndarray, draw: ReleasedDraw,
+def apply_released(crop: np.ndarray, draw: ReleasedDraw,
                    patch_size: int) -> np.ndarray:
-  """[H, W, C] float32 -> [P, P, C]: crop, resize, flip, rotate."""
-  crop = stacked[draw.top:draw.top + draw.crop_height,
-                 draw.left:draw.left + draw.crop_width]
+  """The crop [crop_height, crop_width, C] -> [P, P, C]: resize, flip, rotate."""
   patch = resize_bilinear(crop, patch_size, patch_size)
   if draw.flip:
     patch = patch[:, ::-1]
   return rotate_bilinear(patch, draw.degrees)
-
-
-def released_augment(stacked: np.ndarray, patch_size: int,
-                     rng: np.random.Generator) -> np.ndarray:
-  """The released augmentation of [H, W, C] float32 -> [P, P, C]."""
-  draw = draw_released(rng, stacked.shape[0], stacked.shape[1], patch_size)
-  return apply_released(stacked, draw, patch_size)
-
-
-def random_crop(stacked: np.ndarray, patch_size: int,
-                rng: np.random.Generator) -> np.ndarray:
-  height, width = stacked.shape[:2]
-  top = int(rng.integers(0, height - patch_size + 1))
-  left = int(rng.integers(0, width - patch_size + 1))
-  return stacked[top:top + patch_size, left:left + patch_size]
 
 
 def _resolve_process(process_index: int | None,
@@ -183,7 +166,7 @@ class _TrainPatches:
     self._offset = process_index * local_batch
     self._steps_per_epoch = len(source) // global_batch_size
     self._patch_size = patch_size
-    self._augment = released_augment if augment == 'released' else random_crop
+    self._augment = augment
     self._seed = seed
 
   @functools.lru_cache(maxsize=4)
@@ -201,14 +184,28 @@ class _TrainPatches:
     epoch, index = self.example_index(position)
     example = self._source[index]
     rainy, clean = example['rainy'], example['clean']
-    if self._augment is random_crop and min(rainy.shape[:2]) < self._patch_size:
-      raise ValueError(
-          f'Example {example["name"]!r} is {rainy.shape[0]}x{rainy.shape[1]}, '
-          f'smaller than patch_size={self._patch_size}; lower patch_size or '
-          "use augment='released', which crops no more than the image.")
-    stacked = np.concatenate([to_float(rainy), to_float(clean)], axis=-1)
-    patch = self._augment(stacked, self._patch_size,
-                          _example_rng(self._seed, epoch, index))
+    height, width = rainy.shape[:2]
+    rng = _example_rng(self._seed, epoch, index)
+    size = self._patch_size
+    if self._augment == 'released':
+      draw = draw_released(rng, height, width, size)
+      top, left = draw.top, draw.left
+      crop_height, crop_width = draw.crop_height, draw.crop_width
+    else:
+      if min(height, width) < size:
+        raise ValueError(
+            f'Example {example["name"]!r} is {height}x{width}, smaller than '
+            f'patch_size={size}; lower patch_size or use '
+            "augment='released', which crops no more than the image.")
+      top = int(rng.integers(0, height - size + 1))
+      left = int(rng.integers(0, width - size + 1))
+      crop_height = crop_width = size
+    # Cut before converting: the float copy of a whole photo costs more than
+    # the augmentation itself.
+    window = (slice(top, top + crop_height), slice(left, left + crop_width))
+    patch = to_float(np.concatenate([rainy[window], clean[window]], axis=-1))
+    if self._augment == 'released':
+      patch = apply_released(patch, draw, size)
     return {'rainy': np.ascontiguousarray(patch[..., :3], np.float32),
             'clean': np.ascontiguousarray(patch[..., 3:], np.float32)}
 

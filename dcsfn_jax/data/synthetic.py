@@ -52,8 +52,8 @@ class RainStyle:
 
 # Rain100L has sparse thin streaks; Rain100H dense, long and wide ones.
 PRESETS = {
-    'light': RainStyle(density=0.003, length=18.0, width=1.0, opacity=0.65),
-    'heavy': RainStyle(density=0.012, length=34.0, width=2.0, opacity=0.85),
+    'light': RainStyle(density=0.003, length=18.0, width=1.0, opacity=0.6),
+    'heavy': RainStyle(density=0.005, length=30.0, width=1.8, opacity=0.7),
 }
 
 
