@@ -1,0 +1,117 @@
+"""Shape buckets: bounded compilation, and the same figures as native-size
+evaluation whenever no padding is needed."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dcsfn_jax import evaluate
+from dcsfn_jax import inference
+from dcsfn_jax import metrics
+from dcsfn_jax import models
+
+
+def _tiny_config():
+  """A few-hundred-parameter model that compiles in about a second; its
+  minimum size (bucket granule) is 2."""
+  config = models.preset('official')
+  config.update(channels=4, num_blocks=1, num_scales=2, convs_per_scale=1,
+                single=True)
+  return config
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+  config = _tiny_config()
+  params = models.build_model(config).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
+  return params, config
+
+
+def _examples(sizes, seed=0):
+  rng = np.random.default_rng(seed)
+  examples = []
+  for index, (height, width) in enumerate(sizes):
+    clean = rng.integers(20, 230, (height, width, 3), dtype=np.uint8)
+    streaks = rng.random((height, width, 1)) < 0.1
+    rainy = np.where(streaks, 255, clean).astype(np.uint8)
+    examples.append({'name': f'image_{index:02d}', 'rainy': rainy,
+                     'clean': clean})
+  return examples
+
+
+def test_bucket_ladder_pads_at_most_a_quarter_per_side():
+  sides = [inference.bucket_side(n, 32) for n in range(1, 3000)]
+  assert sides[:4] == [32] * 4 and sides[32] == 64
+  assert inference.bucket_side(321, 32) == 384
+  assert inference.bucket_side(481, 32) == 512
+  for n, side in zip(range(1, 3000), sides):
+    assert side >= n and side % 32 == 0
+    assert side <= max(4 * 32, 1.25 * n + 32), (n, side)
+  # Few distinct buckets: ~4 per octave.
+  assert len(set(sides)) <= 4 + 4 * 7
+
+
+def test_many_sizes_compile_once_per_bucket_and_score_like_native_sizes(
+    tiny_model):
+  params, config = tiny_model
+  # Two sizes already on the ladder (granule 2: 40, 48 and 56 are 2 times
+  # 20, 24 and 28) and five that pad into the same three buckets.
+  on_ladder = [(48, 56), (40, 48)]
+  padded = [(47, 55), (45, 50), (41, 41), (37, 45), (33, 47)]
+  examples = _examples(on_ladder + padded)
+  rows, summary = evaluate.evaluate_examples(
+      params, config, examples, progress=False)
+
+  granule = models.minimum_size(config)
+  buckets = {inference.bucket_shape(h, w, granule)
+             for h, w in on_ladder + padded}
+  assert len(buckets) == 3
+  assert summary['compilations'] == len(buckets), summary
+  assert summary['num_images'] == len(examples)
+
+  exact_rows, exact_summary = evaluate.evaluate_examples(
+      params, config, examples[:len(on_ladder)], exact=True, progress=False)
+  assert exact_summary['compilations'] == len(on_ladder)
+  by_name = {row['name']: row for row in rows}
+  for exact_row in exact_rows:
+    row = by_name[exact_row['name']]
+    for protocol in metrics.PROTOCOLS:
+      assert abs(row[f'{protocol}/psnr'] - exact_row[f'{protocol}/psnr']) < 1e-4
+      assert abs(row[f'{protocol}/ssim'] - exact_row[f'{protocol}/ssim']) < 1e-6
+  # Means are over the real images only, not the batch padding.
+  np.testing.assert_allclose(
+      summary['means']['official/psnr'],
+      np.mean([row['official/psnr'] for row in rows]), rtol=1e-6)
+
+
+def test_padded_images_are_scored_on_their_cropped_output(tiny_model,
+                                                          tmp_path):
+  params, config = tiny_model
+  examples = _examples([(37, 53)], seed=1)
+  rows, _ = evaluate.evaluate_examples(params, config, examples,
+                                       output_dir=tmp_path, progress=False)
+  from dcsfn_jax import images  # pylint: disable=g-import-not-at-top
+  saved = images.read_image(tmp_path / 'derained' / 'image_00.png')
+  assert saved.shape == (37, 53, 3)
+  # y_uint8 scores the rounded PNG, so re-scoring the file must agree.
+  rescored = metrics.y_uint8_metrics(
+      jnp.asarray(images.to_float(saved))[None],
+      jnp.asarray(images.to_float(examples[0]['clean']))[None])
+  np.testing.assert_allclose(rows[0]['y_uint8/psnr'], rescored['psnr'][0],
+                             atol=1e-4)
+  np.testing.assert_allclose(rows[0]['y_uint8/ssim'], rescored['ssim'][0],
+                             atol=1e-6)
+
+
+def test_unpaired_and_mismatched_examples_are_rejected(tiny_model):
+  params, config = tiny_model
+  example = _examples([(40, 48)])[0]
+  with pytest.raises(ValueError, match='derain --niqe'):
+    evaluate.evaluate_examples(params, config,
+                               [{'name': 'x', 'rainy': example['rainy']}],
+                               progress=False)
+  with pytest.raises(ValueError, match='differ in shape'):
+    evaluate.evaluate_examples(
+        params, config, [dict(example, clean=example['clean'][:-1])],
+        progress=False)
