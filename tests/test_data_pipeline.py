@@ -156,6 +156,10 @@ def test_bad_batch_and_host_arguments():
   with pytest.raises(ValueError, match='fewer than global_batch_size=8'):
     pipeline.train_iterator(source, global_batch_size=8, seed=0,
                             process_index=0, process_count=1)
+  unpaired = [{'rainy': np.zeros((8, 8, 3), np.uint8), 'name': 'x'}] * 2
+  with pytest.raises(ValueError, match='no clean images'):
+    pipeline.train_iterator(unpaired, global_batch_size=2, seed=0,
+                            process_index=0, process_count=1)
   with pytest.raises(ValueError, match='augment'):
     pipeline.train_iterator(source, global_batch_size=2, seed=0,
                             augment='mixup', process_index=0, process_count=1)

@@ -35,6 +35,8 @@ class DatasetSpec:
 
   @property
   def instructions(self) -> str:
+    if not self.split_folders:
+      return f'{self.description}\nDownload: {self.source}'
     folders = '\n'.join(
         f'  {split}: one of {", ".join(c + "/" for c in candidates)}'
         for split, candidates in self.split_folders.items())
@@ -45,6 +47,11 @@ class DatasetSpec:
             f'for in these folders (case-insensitive; "." is the manual folder '
             f'itself):\n{folders}\nAccepted layouts in a split folder: '
             f'{accepted}.' + (f'\n{_PAIRED_NOTE}' if self.paired else ''))
+
+
+_INPUT_TARGET = (('input/target (or rain/gt, rainy/gt, rainy/clean) folders '
+                  'with identical names',
+                  layouts.find_input_target),)
 
 
 def _side(clean_side: str) -> Finder:
@@ -61,10 +68,6 @@ def _standard_finders(clean_side: str) -> tuple[tuple[str, Finder], ...]:
        _side(clean_side)),
   )
 
-
-_INPUT_TARGET = (('input/target (or rain/gt, rainy/gt, rainy/clean) folders '
-                  'with identical names',
-                  layouts.find_input_target),)
 
 SPECS: dict[str, DatasetSpec] = {}
 

@@ -230,6 +230,10 @@ def train_iterator(source, *, global_batch_size: int, patch_size: int = 64,
     raise ValueError(
         f'The training split has {len(source)} examples, fewer than '
         f'global_batch_size={global_batch_size}; lower the batch size.')
+  if 'clean' not in source[0]:
+    raise ValueError(
+        f'{getattr(source, "dataset", "The training source")} has no clean '
+        'images (unpaired real rain); train on a paired dataset.')
   patches = _TrainPatches(
       source, global_batch_size=global_batch_size, patch_size=patch_size,
       augment=augment, seed=seed, process_index=process_index,
@@ -237,9 +241,9 @@ def train_iterator(source, *, global_batch_size: int, patch_size: int = 64,
   dataset = (grain.MapDataset.range(sys.maxsize)
              .map(patches)
              .batch(local_batch, drop_remainder=True))
+  # Each reader thread makes whole batches, prefetch_batches of them ahead.
   read_options = grain.ReadOptions(num_threads=num_threads,
-                                   prefetch_buffer_size=prefetch_batches
-                                   * local_batch)
+                                   prefetch_buffer_size=prefetch_batches)
   return iter(dataset.to_iter_dataset(read_options))
 
 

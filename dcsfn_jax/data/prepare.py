@@ -4,9 +4,9 @@ r"""Writes a deraining dataset as tfds array_record files.
   python -m dcsfn_jax.data.prepare --dataset synthetic_rain --data_dir /tmp/data
 
 `--manual_dir` is the unpacked download; `--instructions` prints where a
-dataset comes from and which layouts are accepted. synthetic_rain needs no download; its
-`--manual_dir`, if given, is a folder of clean photos. Ends with a summary:
-pairs per split, size range, and where the data went.
+dataset comes from and which layouts are accepted. synthetic_rain needs no
+download; its `--manual_dir`, if given, is a folder of clean photos. Ends with
+a summary: pairs per split, size range, and where the data went.
 """
 from absl import app
 from absl import flags
