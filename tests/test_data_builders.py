@@ -304,3 +304,21 @@ def test_synthetic_rain_from_a_photo_folder(tmp_path):
   assert 'p4' not in {train[i]['name'].split('_')[0] for i in range(4)}
   example = train[0]
   assert np.all(example['rainy'] >= example['clean']), 'screen blend brightens'
+
+
+def test_prepare_cli_summary_and_clear_failure(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  command = [sys.executable, '-m', 'dcsfn_jax.data.prepare',
+             '--data_dir', str(tmp_path / 'data')]
+  done = subprocess.run(command + ['--dataset', 'synthetic_rain', '--max_size',
+                                   '32', '--num_train', '3', '--num_test', '1'],
+                        capture_output=True, text=True, check=True)
+  assert 'train:      3 pairs' in done.stdout, done.stdout
+  assert 'test:      1 pairs' in done.stdout, done.stdout
+  assert str(tmp_path / 'data' / 'derain' / 'synthetic_rain') in done.stdout
+  failed = subprocess.run(command + ['--dataset', 'rain800', '--manual_dir',
+                                     str(tmp_path / 'missing')],
+                          capture_output=True, text=True)
+  assert failed.returncode != 0
+  assert f'manual_dir {tmp_path / "missing"} is not a folder' in failed.stderr

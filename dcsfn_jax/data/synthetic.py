@@ -20,7 +20,6 @@ from typing import Literal
 
 import numpy as np
 from scipy import ndimage
-from scipy import signal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +81,11 @@ def rain_layer(height: int, width: int, style: RainStyle,
   seeds = np.where(seeded, brightness, 0.0).astype(np.float32)
   if not seeded.any():
     return np.zeros((height, width), np.float32)
-  smeared = signal.fftconvolve(seeds, kernel, mode='same')
+  # Circular FFT convolution: the margin is at least the kernel radius, so
+  # wrapped-around streaks land only in the margin, which is cut away.
+  spectrum = np.fft.rfft2(seeds) * np.fft.rfft2(kernel, s=padded_shape)
+  smeared = np.roll(np.fft.irfft2(spectrum, s=padded_shape),
+                    (-margin, -margin), axis=(0, 1))
   layer = np.clip(smeared[margin:margin + height, margin:margin + width], 0, 1)
   return (layer * style.opacity).astype(np.float32)
 
