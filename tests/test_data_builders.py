@@ -322,3 +322,16 @@ def test_prepare_cli_summary_and_clear_failure(tmp_path):
                           capture_output=True, text=True)
   assert failed.returncode != 0
   assert f'manual_dir {tmp_path / "missing"} is not a folder' in failed.stderr
+
+
+def test_prenet_tolerates_exactly_the_allowed_unused_backgrounds(tmp_path):
+  from dcsfn_jax.data import layouts  # pylint: disable=g-import-not-at-top
+  for k in range(1, 6):
+    save(tmp_path / f'norain-{k}.png', clean_image(k))
+  for k in (1, 2, 3):
+    save(tmp_path / f'rain-{k}.png', clean_image(k))
+  pairs = layouts.find_prenet(tmp_path, allowed_unused_clean=2)
+  assert [p.name for p in pairs] == ['rain-1', 'rain-2', 'rain-3']
+  for allowed in (0, 1, 3):
+    with pytest.raises(layouts.DatasetLayoutError, match='norain-5.png'):
+      layouts.find_prenet(tmp_path, allowed_unused_clean=allowed)

@@ -58,10 +58,12 @@ def _side(clean_side: str) -> Finder:
   return functools.partial(layouts.find_side_by_side, clean_side=clean_side)
 
 
-def _standard_finders(clean_side: str) -> tuple[tuple[str, Finder], ...]:
+def _standard_finders(clean_side: str, allowed_unused_clean: int = 0
+                      ) -> tuple[tuple[str, Finder], ...]:
   return (
       ('prenet (rain-N.png + norain-N.png, rainy ones optionally in rainy/)',
-       layouts.find_prenet),
+       functools.partial(layouts.find_prenet,
+                         allowed_unused_clean=allowed_unused_clean)),
       ('x2 (rain/X2/norain-Nx2.png + norain/norain-N.png)', layouts.find_x2),
       _INPUT_TARGET[0],
       (f'side-by-side images, clean half on the {clean_side}',
@@ -84,7 +86,8 @@ _register(DatasetSpec(
                  'backgrounds also appear in the test set: the pairs named in '
                  'train_1254.txt (one name per line) if the manual folder has '
                  'that file; else the whole train split if it has 1254 pairs '
-                 "(PReNet's copy is already filtered); else the train pairs "
+                 "(PReNet's copy is already filtered, and may keep the 546 "
+                 'unused norain-N files); else the train pairs "
                  'whose clean image matches no test clean image (16x16 gray '
                  'thumbnails, correlation < 0.95). The summary shows the '
                  'count, so check it is 1254.'),
@@ -93,7 +96,8 @@ _register(DatasetSpec(
     split_folders={'train': ('train/RainTrainH', 'RainTrainH', 'train',
                              'training'),
                    'test': ('test/Rain100H', 'Rain100H', 'test', 'testing')},
-    finders=_standard_finders('left')))
+    # PReNet's RainTrainH may keep the norain-N of its 546 deleted pairs.
+    finders=_standard_finders('left', allowed_unused_clean=546)))
 
 _register(DatasetSpec(
     name='rain100l',

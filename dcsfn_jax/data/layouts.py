@@ -108,9 +108,12 @@ def _unmatched_error(layout: str, rainy_only: Sequence[pathlib.Path],
 
 
 def _match_by_key(layout: str, rainy: dict, clean: dict,
-                  name_of: Callable[[object], str]) -> list[Pair]:
+                  name_of: Callable[[object], str],
+                  allowed_unused_clean: int = 0) -> list[Pair]:
   rainy_only = [rainy[k] for k in sorted(rainy.keys() - clean.keys())]
   clean_only = [clean[k] for k in sorted(clean.keys() - rainy.keys())]
+  if len(clean_only) == allowed_unused_clean and not rainy_only:
+    clean_only = []
   if rainy_only or clean_only:
     raise _unmatched_error(layout, rainy_only, clean_only)
   return [Pair(name_of(k), rainy[k], clean[k], 'file') for k in sorted(rainy)]
@@ -126,7 +129,11 @@ def _numbered(folder: pathlib.Path, pattern: str) -> dict[int, pathlib.Path]:
   return found
 
 
-def find_prenet(folder: pathlib.Path) -> list[Pair] | None:
+def find_prenet(folder: pathlib.Path,
+                allowed_unused_clean: int = 0) -> list[Pair] | None:
+  """PReNet names; exactly `allowed_unused_clean` clean images may lack a
+  rainy partner (PReNet's RainTrainH deleted 546 rainy images, not always
+  their backgrounds)."""
   rainy_folder = find_child(folder, 'rainy') or folder
   rainy = _numbered(rainy_folder, r'rain-(\d+)')
   if rainy_folder != folder:
@@ -138,7 +145,7 @@ def find_prenet(folder: pathlib.Path) -> list[Pair] | None:
   if clean_folder is not None:
     clean.update(_numbered(clean_folder, r'norain-(\d+)'))
   return _match_by_key('PReNet (rain-N / norain-N)', rainy, clean,
-                       lambda k: f'rain-{k}')
+                       lambda k: f'rain-{k}', allowed_unused_clean)
 
 
 def find_x2(folder: pathlib.Path) -> list[Pair] | None:
