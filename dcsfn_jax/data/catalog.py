@@ -87,7 +87,7 @@ _register(DatasetSpec(
                  'train_1254.txt (one name per line) if the manual folder has '
                  'that file; else the whole train split if it has 1254 pairs '
                  "(PReNet's copy is already filtered, and may keep the 546 "
-                 'unused norain-N files); else the train pairs "
+                 'unused norain-N files); else the train pairs '
                  'whose clean image matches no test clean image (16x16 gray '
                  'thumbnails, correlation < 0.95). The summary shows the '
                  'count, so check it is 1254.'),
