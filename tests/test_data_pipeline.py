@@ -98,14 +98,15 @@ def test_epochs_are_permutations_with_drop_last():
   assert epochs[0] != epochs[1], 'each epoch reshuffles'
 
 
-def test_same_seed_same_batches_other_seed_others(synthetic_data_dir):
+def test_same_seed_same_batches_with_or_without_cache(synthetic_data_dir):
   source = load_split('synthetic_rain', 'train', synthetic_data_dir)
 
-  def batches(seed):
+  def batches(seed, cache_mib=1024):
     return take(pipeline.train_iterator(source, global_batch_size=4, seed=seed,
-                                        process_index=0, process_count=1), 3)
+                                        process_index=0, process_count=1,
+                                        cache_mib=cache_mib), 5)
 
-  first, again, other = batches(5), batches(5), batches(6)
+  first, again, other = batches(5), batches(5, cache_mib=0), batches(6)
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a['rainy'], b['rainy'])
     np.testing.assert_array_equal(a['clean'], b['clean'])

@@ -24,6 +24,7 @@ reproduced. 'crop' mode takes a plain P x P crop.
 import dataclasses
 import functools
 import sys
+import threading
 from typing import Literal
 
 import grain
@@ -159,8 +160,12 @@ class _TrainPatches:
   """Infinite random-access stream of this host's augmented examples."""
 
   def __init__(self, source, *, global_batch_size: int, patch_size: int,
-               augment: str, seed: int, process_index: int, local_batch: int):
+               augment: str, seed: int, process_index: int, local_batch: int,
+               cache_bytes: int):
     self._source = source
+    self._cache = {}
+    self._cache_room = cache_bytes
+    self._cache_lock = threading.Lock()
     self._global = global_batch_size
     self._local = local_batch
     self._offset = process_index * local_batch
@@ -180,10 +185,24 @@ class _TrainPatches:
     within_epoch = step_in_epoch * self._global + self._offset + slot
     return epoch, int(self._permutation(epoch)[within_epoch])
 
+  def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(rainy, clean, name) of an example, kept decoded while the cache has
+    room: decoding a photo costs more than augmenting it."""
+    cached = self._cache.get(index)
+    if cached is not None:
+      return cached
+    example = self._source[index]
+    decoded = (example['rainy'], example['clean'], example['name'])
+    with self._cache_lock:
+      size = decoded[0].nbytes + decoded[1].nbytes
+      if size <= self._cache_room:
+        self._cache[index] = decoded
+        self._cache_room -= size
+    return decoded
+
   def __call__(self, position: int) -> dict:
     epoch, index = self.example_index(position)
-    example = self._source[index]
-    rainy, clean = example['rainy'], example['clean']
+    rainy, clean, name = self._decoded(index)
     height, width = rainy.shape[:2]
     rng = _example_rng(self._seed, epoch, index)
     size = self._patch_size
@@ -194,7 +213,7 @@ class _TrainPatches:
     else:
       if min(height, width) < size:
         raise ValueError(
-            f'Example {example["name"]!r} is {height}x{width}, smaller than '
+            f'Example {name!r} is {height}x{width}, smaller than '
             f'patch_size={size}; lower patch_size or use '
             "augment='released', which crops no more than the image.")
       top = int(rng.integers(0, height - size + 1))
@@ -214,13 +233,15 @@ def train_iterator(source, *, global_batch_size: int, patch_size: int = 64,
                    augment: Literal['released', 'crop'] = 'released',
                    seed: int, process_index: int | None = None,
                    process_count: int | None = None, num_threads: int = 4,
-                   prefetch_batches: int = 4):
+                   prefetch_batches: int = 4, cache_mib: int = 1024):
   """Endless iterator of this host's share of each global batch.
 
   Yields {'rainy', 'clean'}: float32 [global_batch_size / process_count,
   patch_size, patch_size, 3] in [0, 1]. `get_state()` / `set_state(state)`
   save and restore the position (a JSON-able dict). Hosts default to
-  jax.process_index() / jax.process_count().
+  jax.process_index() / jax.process_count(). Up to `cache_mib` MiB of decoded
+  examples stay in memory (first come, never evicted); the stream does not
+  depend on it.
   """
   if augment not in ('released', 'crop'):
     raise ValueError(f"augment={augment!r}; choose 'released' or 'crop'.")
@@ -237,7 +258,7 @@ def train_iterator(source, *, global_batch_size: int, patch_size: int = 64,
   patches = _TrainPatches(
       source, global_batch_size=global_batch_size, patch_size=patch_size,
       augment=augment, seed=seed, process_index=process_index,
-      local_batch=local_batch)
+      local_batch=local_batch, cache_bytes=cache_mib * 2**20)
   dataset = (grain.MapDataset.range(sys.maxsize)
              .map(patches)
              .batch(local_batch, drop_remainder=True))
