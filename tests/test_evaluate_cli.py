@@ -1,0 +1,98 @@
+"""`python -m dcsfn_jax.evaluate` end to end on the synthetic test set: the
+files a user looks at, and refusals with a message that says what to do."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from dcsfn_jax import checkpointing
+from dcsfn_jax import evaluate
+from dcsfn_jax import images
+from dcsfn_jax import models
+
+
+@pytest.fixture(scope='module')
+def checkpoint_dir(tmp_path_factory, synthetic_data_dir):
+  """A save_pretrained checkpoint of a randomly initialised tiny model whose
+  config points at the synthetic dataset."""
+  model_config = models.preset('official')
+  model_config.update(channels=4, num_blocks=1, num_scales=2,
+                      convs_per_scale=1, single=True)
+  params = models.build_model(model_config).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
+  config = ml_collections.ConfigDict({
+      'model': model_config, 'dataset': 'synthetic_rain',
+      'data_dir': os.fspath(synthetic_data_dir), 'eval_split': 'test'})
+  directory = tmp_path_factory.mktemp('checkpoint') / 'pretrained'
+  checkpointing.save_pretrained(directory, params, config)
+  return directory
+
+
+def test_cli_writes_tables_images_and_panels(checkpoint_dir, tmp_path):
+  output = tmp_path / 'report'
+  result = subprocess.run(
+      [sys.executable, '-m', 'dcsfn_jax.evaluate',
+       f'--workdir={checkpoint_dir}', f'--output={output}'],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '| official |' in result.stdout and '| y_uint8 |' in result.stdout
+
+  with open(output / 'per_image.csv') as file:
+    rows = list(csv.DictReader(file))
+  summary = json.loads((output / 'summary.json').read_text())
+  assert len(rows) == summary['num_images'] == 2
+  assert summary['dataset'] == 'synthetic_rain' and summary['split'] == 'test'
+  for column in ('official/psnr', 'official/ssim', 'y_uint8/psnr',
+                 'y_uint8/ssim'):
+    np.testing.assert_allclose(
+        summary['means'][column],
+        np.mean([float(row[column]) for row in rows]), atol=1e-5)
+  table = (output / 'results.md').read_text()
+  for protocol in ('official', 'y_uint8'):
+    assert f'| {protocol} | {summary["means"][protocol + "/psnr"]:.4f}' in table
+
+  for row in rows:
+    name = images.output_name(row['name'])
+    derained = images.read_image(output / 'derained' / name)
+    assert derained.shape == (int(row['height']), int(row['width']), 3)
+    panel = images.read_image(output / 'panels' / name)
+    assert panel.shape[1] == 4 * int(row['width']) + 3 * 4
+    assert panel.shape[0] > int(row['height'])
+
+
+def test_evaluate_checkpoint_refuses_to_overwrite_and_names_bad_protocols(
+    checkpoint_dir, tmp_path):
+  (tmp_path / 'old.txt').write_text('keep me')
+  with pytest.raises(FileExistsError, match='--overwrite'):
+    evaluate.evaluate_checkpoint(checkpoint_dir, output_dir=tmp_path)
+  with pytest.raises(ValueError, match="'official', 'y_uint8'"):
+    evaluate.evaluate_checkpoint(checkpoint_dir, output_dir=tmp_path / 'new',
+                                 protocols=['psnr_rgb'])
+  assert (tmp_path / 'old.txt').read_text() == 'keep me'
+
+
+def test_evaluate_checkpoint_only_official_with_limit(checkpoint_dir,
+                                                      tmp_path):
+  summary = evaluate.evaluate_checkpoint(
+      checkpoint_dir, output_dir=tmp_path / 'one', protocols=['official'],
+      limit=1, panels=False, progress=False, exact=True)
+  assert summary['num_images'] == 1
+  assert set(summary['means']) == {'official/psnr', 'official/ssim'}
+  assert not (tmp_path / 'one' / 'panels').exists()
+  assert len(os.listdir(tmp_path / 'one' / 'derained')) == 1
+
+
+def test_cli_reports_a_missing_checkpoint_without_a_traceback(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'dcsfn_jax.evaluate',
+       f'--workdir={tmp_path / "nothing"}'],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode != 0
+  assert 'nothing' in result.stderr and 'Traceback' not in result.stderr
