@@ -1,0 +1,86 @@
+"""Model configurations: the two presets and validation.
+
+'official' reproduces the released PyTorch code (settings.py); 'paper' follows
+the text of the DCSFN paper (ACM MM 2020, §3 and §4.2). Every config has every
+field, so ablations are one-field edits of a preset.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+RECURRENT_UNITS = ('GRU', 'LSTM', 'RNN', 'Conv')
+CHANNEL_ORDERS = ('rgb', 'bgr')
+DTYPES = ('float32', 'bfloat16')
+
+
+def _base() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.channels = 20
+  config.num_blocks = 16            # L: inner-scale blocks per encoder/decoder.
+  config.num_scales = 4             # ICB scales; pools 1, 2, 4, 8.
+  config.convs_per_scale = 4
+  config.conv_groups = 1            # feature_group_count of the per-scale 3x3 convs.
+  config.inner_scale_connection = True
+  config.dense_connection = True    # False: ablation M1.
+  config.skip_connection = True     # False: ablation M2.
+  config.cross_scale = True         # False: no recurrent cells / cross-scale fusion.
+  config.single = False             # True: ablation M3, one encoder/decoder at x1.
+  config.recurrent_unit = 'GRU'
+  config.channel_order = 'rgb'      # 'bgr' for the released weights.
+  config.dtype = 'float32'          # compute dtype; parameters stay float32.
+  return config
+
+
+def preset(name: str) -> ml_collections.ConfigDict:
+  """Returns a fresh model config for `name` in {'official', 'paper'}."""
+  config = _base()
+  if name == 'official':
+    pass
+  elif name == 'paper':
+    config.channels = 32
+    config.num_scales = 3
+    config.convs_per_scale = 1
+    config.conv_groups = 4
+  else:
+    raise ValueError(
+        f"Unknown model preset {name!r}; choose one of 'official', 'paper'.")
+  return config
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(f'Invalid model config: {message}')
+
+
+def validate(config) -> None:
+  """Raises ValueError naming the offending field when `config` is unusable."""
+  expected = set(_base().keys())
+  present = set(config.keys())
+  _require(not expected - present,
+           f'missing field(s) {sorted(expected - present)}; start from '
+           "dcsfn_jax.models.preset('official') or preset('paper').")
+  _require(not present - expected,
+           f'unknown field(s) {sorted(present - expected)}; valid fields are '
+           f'{sorted(expected)}.')
+  for field in ('channels', 'num_blocks', 'num_scales', 'convs_per_scale',
+                'conv_groups'):
+    value = config[field]
+    _require(isinstance(value, int) and not isinstance(value, bool)
+             and value >= 1, f'{field}={value!r} must be a positive integer.')
+  _require(config.num_scales <= 4,
+           f'num_scales={config.num_scales} must be 1, 2, 3 or 4.')
+  _require(config.channels % config.conv_groups == 0,
+           f'channels={config.channels} must be divisible by '
+           f'conv_groups={config.conv_groups}.')
+  for field in ('inner_scale_connection', 'dense_connection',
+                'skip_connection', 'cross_scale', 'single'):
+    _require(isinstance(config[field], bool),
+             f'{field}={config[field]!r} must be True or False.')
+  _require(config.recurrent_unit in RECURRENT_UNITS,
+           f'recurrent_unit={config.recurrent_unit!r} must be one of '
+           f'{RECURRENT_UNITS}.')
+  _require(config.channel_order in CHANNEL_ORDERS,
+           f'channel_order={config.channel_order!r} must be one of '
+           f'{CHANNEL_ORDERS}.')
+  _require(config.dtype in DTYPES,
+           f'dtype={config.dtype!r} must be one of {DTYPES}.')

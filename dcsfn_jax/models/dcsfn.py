@@ -1,0 +1,181 @@
+"""The full DCSFN network (paper §3; REFERENCE §2.3) and its single-scale ablation.
+
+Inputs and outputs
+  images [B, H, W, 3] float32 RGB in [0, 1], any H, W >= 1. `__call__` returns
+  the derained image O - R (same shape, not clamped); the `rain_estimate`
+  method returns R. With channel_order='bgr' the network runs in BGR (as the
+  released weights expect) and both are flipped back to RGB.
+
+Sizes
+  Pooling floors odd sizes (k x k windows, stride k, 'VALID'), so when H or W
+  is not a multiple of 4 the x1/2 and x1/4 branches (and the coarse ICB scales)
+  see floor(H/2), floor(H/4) and ignore the last row(s)/column(s); every resize
+  back up is PyTorch's legacy nearest with a float32 scale, exactly as the
+  released code (multiples of 4 give exact repeat/stride resizes). Inputs below
+  the minimum size (4 * 2**(num_scales-1) per side for the full model, 32 for
+  the official preset; 2**(num_scales-1) for `single`) are padded at the
+  bottom/right (reflect where the pad is smaller than the side, else edge) and
+  the result is cropped back; the released code crashes there.
+
+Intermediate features
+  Run `model.apply(variables, images, mutable=['intermediates'])` to get
+  (output, {'intermediates': ...}) with the sown features, each a 1-tuple:
+  'converted'; 'encoded_scale{s}' (encoder output), 'skip_features_scale{s}'
+  ([L, B, h, w, C] raw block outputs); 'cross_pass1_scale{s}',
+  'cross_pass2_scale{s}' (cell outputs; with cross_scale); 'decoded_scale{s}';
+  'rain_estimate'. For `single`, s is omitted ('encoded', 'skip_features',
+  'decoded'). Features are in the network's channel order and in the padded
+  frame for small inputs.
+
+LSTM quirk (kept for parity with the released code): the released code
+resizes the LSTM state list in place, so in pass 1 the x1/4 state reaches x1 as
+resize(resize(h4 -> x1/2) -> x1), and in pass 2 the x1 state reaches x1/4 as
+resize(resize(g1 -> x1/2) -> x1/4). GRU and RNN states are resized directly.
+The two agree whenever the sizes are multiples of 4.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dcsfn_jax.models import layers
+from dcsfn_jax.models.dense import DenseDecoder, DenseEncoder
+from dcsfn_jax.models.recurrent import CELLS
+
+BRANCH_SCALES = (1, 2, 4)
+
+
+def minimum_size(config) -> int:
+  """Smallest side the network runs on natively (smaller inputs are padded)."""
+  coarsest_pool = 2 ** (config.num_scales - 1)
+  return coarsest_pool if config.single else 4 * coarsest_pool
+
+
+def _pad_axis(images: jax.Array, axis: int, size: int) -> jax.Array:
+  pad = size - images.shape[axis]
+  if pad <= 0:
+    return images
+  widths = [(0, 0)] * images.ndim
+  widths[axis] = (0, pad)
+  mode = 'reflect' if pad < images.shape[axis] else 'edge'
+  return jnp.pad(images, widths, mode=mode)
+
+
+def _resize_state(state, height: int, width: int):
+  """Resizes a recurrent state (array, (h, c) tuple or None)."""
+  return jax.tree.map(lambda s: layers.resize_nearest(s, height, width), state)
+
+
+class DCSFN(nn.Module):
+  """DCSFN derainer; see the module docstring for inputs, sizes and features."""
+  config: object  # FrozenConfigDict, see dcsfn_jax.models.config.
+
+  def _record(self, name: str, value) -> None:
+    # Not during init, so that init returns parameters only.
+    if not self.is_initializing():
+      self.sow('intermediates', name, value)
+
+  def _conv(self, features, kernel_size, in_features, name):
+    return layers.conv(features, kernel_size, in_features=in_features,
+                       dtype=jnp.dtype(self.config.dtype), name=name)
+
+  def _fuse(self, pass_index: int, first, second):
+    """fusion_{p}_2_1 on the hidden maps (and fusion_{p}_2_2 on LSTM cells)."""
+    if first is None:  # The stateless 'Conv' unit has nothing to fuse.
+      return None
+    channels = self.config.channels
+    fuse = lambda part, a, b: layers.leaky_relu(self._conv(
+        channels, 1, 2 * channels, f'fusion_{pass_index}_2_{part}')(
+            jnp.concatenate([a, b], axis=-1)))
+    if isinstance(first, tuple):
+      return (fuse(1, first[0], second[0]), fuse(2, first[1], second[1]))
+    return fuse(1, first, second)
+
+  def _cross_scale(self, encoded):
+    """Two recurrent passes over the branches {1: e1, 2: e2, 4: e4}."""
+    config = self.config
+    cell = CELLS[config.recurrent_unit]
+    lstm = config.recurrent_unit == 'LSTM'
+    size = {s: encoded[s].shape[1:3] for s in BRANCH_SCALES}
+
+    # Pass 1, coarse to fine.
+    a4, h4 = cell(config, name='rec1_4')(encoded[4], None)
+    h4_half = _resize_state(h4, *size[2])
+    a2, h2 = cell(config, name='rec1_2')(encoded[2], h4_half)
+    h4_full = _resize_state(h4_half if lstm else h4, *size[1])
+    a1, _ = cell(config, name='rec1_1')(
+        encoded[1], self._fuse(1, _resize_state(h2, *size[1]), h4_full))
+    # Pass 2, fine to coarse (nearest resize down, not pooling).
+    b1, g1 = cell(config, name='rec2_1')(a1, None)
+    g1_half = _resize_state(g1, *size[2])
+    b2, g2 = cell(config, name='rec2_2')(a2, g1_half)
+    g1_quarter = _resize_state(g1_half if lstm else g1, *size[4])
+    b4, _ = cell(config, name='rec2_4')(
+        a4, self._fuse(2, g1_quarter, _resize_state(g2, *size[4])))
+    for s, value in zip(BRANCH_SCALES, (a1, a2, a4)):
+      self._record(f'cross_pass1_scale{s}', value)
+    for s, value in zip(BRANCH_SCALES, (b1, b2, b4)):
+      self._record(f'cross_pass2_scale{s}', value)
+    return {1: b1, 2: b2, 4: b4}
+
+  def _rain_multi_scale(self, converted):
+    config = self.config
+    encoded, skips = {}, {}
+    for s in BRANCH_SCALES:
+      encoded[s], skips[s] = DenseEncoder(config, name=f'encoder_scale{s}')(
+          layers.max_pool(converted, s))
+      self._record(f'encoded_scale{s}', encoded[s])
+      self._record(f'skip_features_scale{s}', skips[s])
+    crossed = self._cross_scale(encoded) if config.cross_scale else encoded
+    decoded = []
+    for s in BRANCH_SCALES:
+      out = DenseDecoder(config, name=f'decoder_scale{s}')(crossed[s], skips[s])
+      self._record(f'decoded_scale{s}', out)
+      decoded.append(layers.resize_like(out, converted))
+    merged = jnp.concatenate(decoded, axis=-1)
+    return layers.leaky_relu(self._conv(
+        3, 1, len(BRANCH_SCALES) * config.channels, 'merge_conv1x1')(merged))
+
+  def _rain_single_scale(self, converted):
+    config = self.config
+    encoded, skips = DenseEncoder(config, name='encoder')(converted)
+    self._record('encoded', encoded)
+    self._record('skip_features', skips)
+    decoded = DenseDecoder(config, name='decoder')(encoded, skips)
+    self._record('decoded', decoded)
+    return layers.leaky_relu(self._conv(3, 1, config.channels, 'merge_conv1x1')(
+        decoded))
+
+  def _rain_network_order(self, images):
+    """R for images in the network's channel order, at a runnable size."""
+    config = self.config
+    converted = layers.leaky_relu(
+        self._conv(config.channels, 3, 3, 'convert')(images))
+    self._record('converted', converted)
+    if config.single:
+      merged = self._rain_single_scale(converted)
+    else:
+      merged = self._rain_multi_scale(converted)
+    rain = self._conv(3, 3, 3, 'merge_conv3x3')(merged).astype(jnp.float32)
+    self._record('rain_estimate', rain)
+    return rain
+
+  @nn.compact
+  def rain_estimate(self, images: jax.Array) -> jax.Array:
+    """images [B, H, W, 3] RGB in [0, 1] -> rain layer R [B, H, W, 3], RGB."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(
+          f'DCSFN expects images shaped [batch, height, width, 3]; got '
+          f'{images.shape}.')
+    height, width = images.shape[1:3]
+    bgr = self.config.channel_order == 'bgr'
+    network_input = images[..., ::-1] if bgr else images
+    size = minimum_size(self.config)
+    network_input = _pad_axis(_pad_axis(network_input, 1, size), 2, size)
+    rain = self._rain_network_order(network_input)[:, :height, :width]
+    return rain[..., ::-1] if bgr else rain
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """images [B, H, W, 3] RGB in [0, 1] -> derained O - R, same shape."""
+    return images - self.rain_estimate(images)
