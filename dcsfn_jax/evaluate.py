@@ -47,6 +47,11 @@ def _eval_fn(model_config, protocols):
     derained = forward(params, batch)['derained']
     per_image = metrics.image_metrics(derained, batch['clean'],
                                       batch['sizes'], protocols=protocols)
+    # The rainy input's own scores: the baseline deraining must beat.
+    for name, value in metrics.image_metrics(
+        batch['rainy'], batch['clean'], batch['sizes'],
+        protocols=protocols).items():
+      per_image[name + '_rainy'] = value
     return {'derained': derained, **per_image}
 
   return evaluate_batch
@@ -71,9 +76,11 @@ def evaluate_examples(params, model_config, examples, *,
     progress: show a progress bar.
 
   Returns:
-    (rows, summary): one dict per image (name, height, width, bucket and
-    'PROTOCOL/psnr', 'PROTOCOL/ssim'), and a dict with the mean of each
-    metric, the count, the buckets used and the number of compilations.
+    (rows, summary): one dict per image (name, height, width, bucket,
+    'PROTOCOL/psnr', 'PROTOCOL/ssim' and the rainy input's own
+    'PROTOCOL/psnr_rainy', 'PROTOCOL/ssim_rainy'), and a dict with the mean
+    of each metric, the count, the buckets used and the number of
+    compilations.
   """
   protocols = metrics.check_protocols(protocols)
   granule = models.minimum_size(model_config)
@@ -175,11 +182,15 @@ def markdown_table(summary, title):
            + ('native sizes (--exact)' if summary['exact']
               else f"padded to buckets {', '.join(summary['buckets'])}")
            + '.', '',
-           '| protocol | PSNR (dB) | SSIM | definition |',
-           '| --- | ---: | ---: | --- |']
+           '| protocol | PSNR (dB) | SSIM | rainy input PSNR / SSIM '
+           '| definition |',
+           '| --- | ---: | ---: | ---: | --- |']
+  means = summary['means']
   for protocol, description in summary['protocols'].items():
-    lines.append(f"| {protocol} | {summary['means'][protocol + '/psnr']:.4f} "
-                 f"| {summary['means'][protocol + '/ssim']:.4f} "
+    lines.append(f"| {protocol} | {means[protocol + '/psnr']:.4f} "
+                 f"| {means[protocol + '/ssim']:.4f} "
+                 f"| {means[protocol + '/psnr_rainy']:.2f} / "
+                 f"{means[protocol + '/ssim_rainy']:.4f} "
                  f'| {description} |')
   return '\n'.join(lines) + '\n'
 
@@ -187,7 +198,8 @@ def markdown_table(summary, title):
 def write_report(output_dir, rows, summary, protocols):
   """Writes per_image.csv, summary.json and results.md into output_dir."""
   columns = ['name', 'height', 'width', 'bucket'] + [
-      f'{p}/{m}' for p in protocols for m in ('psnr', 'ssim')]
+      f'{p}/{m}' for p in protocols
+      for m in ('psnr', 'ssim', 'psnr_rainy', 'ssim_rainy')]
   with open(os.path.join(output_dir, 'per_image.csv'), 'w',
             newline='') as file:
     writer = csv.DictWriter(file, fieldnames=columns)

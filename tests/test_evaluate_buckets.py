@@ -77,8 +77,10 @@ def test_many_sizes_compile_once_per_bucket_and_score_like_native_sizes(
   for exact_row in exact_rows:
     row = by_name[exact_row['name']]
     for protocol in metrics.PROTOCOLS:
-      assert abs(row[f'{protocol}/psnr'] - exact_row[f'{protocol}/psnr']) < 1e-4
-      assert abs(row[f'{protocol}/ssim'] - exact_row[f'{protocol}/ssim']) < 1e-6
+      for suffix in ('', '_rainy'):
+        psnr, ssim = f'{protocol}/psnr{suffix}', f'{protocol}/ssim{suffix}'
+        assert abs(row[psnr] - exact_row[psnr]) < 1e-4, (psnr, row, exact_row)
+        assert abs(row[ssim] - exact_row[ssim]) < 1e-6, (ssim, row, exact_row)
   # Means are over the real images only, not the batch padding.
   np.testing.assert_allclose(
       summary['means']['official/psnr'],

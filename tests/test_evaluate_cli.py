@@ -50,7 +50,7 @@ def test_cli_writes_tables_images_and_panels(checkpoint_dir, tmp_path):
   assert len(rows) == summary['num_images'] == 2
   assert summary['dataset'] == 'synthetic_rain' and summary['split'] == 'test'
   for column in ('official/psnr', 'official/ssim', 'y_uint8/psnr',
-                 'y_uint8/ssim'):
+                 'y_uint8/ssim', 'official/psnr_rainy', 'y_uint8/ssim_rainy'):
     np.testing.assert_allclose(
         summary['means'][column],
         np.mean([float(row[column]) for row in rows]), atol=1e-5)
@@ -84,7 +84,9 @@ def test_evaluate_checkpoint_only_official_with_limit(checkpoint_dir,
       checkpoint_dir, output_dir=tmp_path / 'one', protocols=['official'],
       limit=1, panels=False, progress=False, exact=True)
   assert summary['num_images'] == 1
-  assert set(summary['means']) == {'official/psnr', 'official/ssim'}
+  assert set(summary['means']) == {'official/psnr', 'official/ssim',
+                                   'official/psnr_rainy',
+                                   'official/ssim_rainy'}
   assert not (tmp_path / 'one' / 'panels').exists()
   assert len(os.listdir(tmp_path / 'one' / 'derained')) == 1
 
