@@ -28,6 +28,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 import tqdm
 
@@ -232,6 +233,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
+  if not f['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO
   try:
     niqe_csv = os.path.join(f.output, 'niqe.csv')
     if f.niqe and os.path.exists(niqe_csv) and not f.overwrite:

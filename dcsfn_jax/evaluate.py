@@ -28,6 +28,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -313,6 +314,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
+  if not f['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO
   try:
     summary = evaluate_checkpoint(
         f.workdir, dataset=f.dataset, split=f.split, data_dir=f.data_dir,
