@@ -24,7 +24,7 @@ def test_table_for_a_short_run():
   np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-@pytest.mark.filterwarnings('ignore:Detected call of `lr_scheduler.step()`')
+@pytest.mark.filterwarnings('ignore:Detected call of:UserWarning')
 def test_matches_torch_multisteplr_in_the_released_loop_order():
   torch = pytest.importorskip('torch')
   milestones = (7, 11)

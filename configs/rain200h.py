@@ -1,0 +1,28 @@
+r"""Rain200H (new JORDER version, TPAMI 2019): 1800 train and 200 test pairs.
+
+  python -m dcsfn_jax.data.prepare --dataset rain200h --manual_dir RAIN200H \
+      --data_dir DATA
+  python -m dcsfn_jax.train --config configs/rain200h.py \
+      --workdir runs/rain200h --config.data_dir=DATA
+
+Variants: `:official` (default, released network) and `:paper`.
+
+Paper result: none; the DCSFN paper reports the old Rain100H/L (see
+configs/rain100h.py), not Rain200H.
+Schedule as released: 800 epochs x 1800 pairs / 24 = 60,000 steps; Adam
+5e-4, x0.1 at milestones 36,000 and 48,000. Eval every 1200 steps = 16
+epochs, as released.
+Hardware and time: not measured here (CPU-only machine).
+
+Departures from the released code: RGB inside instead of BGR; augmentation
+randomness from (seed, epoch, index) (see configs/rain100h.py).
+"""
+from dcsfn_jax import train_config
+
+
+def get_config(arg=None):
+  config = train_config.base_config(train_config.variant_name(arg))
+  config.dataset = 'rain200h'
+  config.eval_every_steps = 1200
+  config.checkpoint_every_steps = 1000
+  return config

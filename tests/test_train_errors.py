@@ -1,0 +1,99 @@
+"""Bad configs fail before any compilation; a NaN loss stops the run."""
+import importlib.util
+import pathlib
+
+import pytest
+
+from dcsfn_jax import checkpointing
+from dcsfn_jax import train
+from dcsfn_jax import train_config
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _smoke_config(data_dir):
+  spec = importlib.util.spec_from_file_location('demo_config',
+                                                _REPO / 'configs' / 'demo.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config('smoke')
+  config.data_dir = str(data_dir)
+  return config
+
+
+@pytest.fixture
+def no_compilation(monkeypatch):
+  def refuse(*args, **kwargs):
+    raise AssertionError('the config error came after compilation started')
+  monkeypatch.setattr(train.jax, 'jit', refuse)
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('batch_sizee', 8, "unknown field 'batch_sizee' (did you mean 'batch_size'"),
+    ('patch_size', 2, 'patch_size=2 is below'),
+    ('augment', 'flip', "augment='flip' must be one of"),
+    ('dataset', 'rain100x', "dataset='rain100x' is not one of"),
+    ('learning_rate', -1.0, 'learning_rate=-1.0 must be positive'),
+    ('total_steps', 0, 'total_steps=0'),
+])
+def test_static_errors_name_the_field(field, value, message):
+  config = train_config.base_config()
+  config.dataset = 'synthetic_rain'
+  with config.unlocked():
+    config[field] = value
+  with pytest.raises(train_config.ConfigError) as error:
+    train_config.validate(config)
+  assert message in str(error.value)
+
+
+def test_model_config_errors_are_config_errors():
+  config = train_config.base_config()
+  config.dataset = 'synthetic_rain'
+  config.model.recurrent_unit = 'GRUU'
+  with pytest.raises(train_config.ConfigError, match='recurrent_unit'):
+    train_config.validate(config)
+
+
+def test_variant_names_are_checked():
+  with pytest.raises(ValueError, match="'papr'.*official, paper"):
+    train_config.variant_name('papr')
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('batch_size', 6, 'not divisible by the 4 devices'),
+    ('patch_size', 200, 'patch_size=200 is larger than the images'),
+    ('batch_size', 12, 'fewer than batch_size=12'),
+    ('eval_split', 'validation', "no split 'validation'"),
+])
+def test_errors_found_in_the_data_come_before_compilation(
+    synthetic_data_dir, tmp_path, no_compilation, field, value, message):
+  config = _smoke_config(synthetic_data_dir)
+  config[field] = value
+  with pytest.raises(train_config.ConfigError) as error:
+    train.train_and_evaluate(config, tmp_path)
+  assert message in str(error.value)
+
+
+def test_missing_dataset_gives_the_prepare_command(tmp_path, no_compilation):
+  config = _smoke_config(tmp_path / 'empty')
+  config.prepare_data = False
+  with pytest.raises(FileNotFoundError, match='dcsfn_jax.data.prepare'):
+    train.train_and_evaluate(config, tmp_path / 'workdir')
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
+    synthetic_data_dir, tmp_path):
+  config = _smoke_config(synthetic_data_dir)
+  # Adam moves every weight by about the learning rate: 1e30-sized weights
+  # overflow float32 in the next forward pass.
+  config.learning_rate = 1e30
+  config.lr_decay_factor = 1.0
+  config.total_steps = 6
+  config.checkpoint_every_steps = 1
+  with pytest.raises(FloatingPointError, match='at step 2;') as error:
+    train.train_and_evaluate(config, tmp_path)
+  assert 'last good checkpoint (step 1)' in str(error.value)
+  steps_dir = tmp_path / checkpointing.CHECKPOINTS_SUBDIR
+  assert sorted(p.name for p in steps_dir.iterdir()) == ['1']
+  params, _ = checkpointing.load_pretrained(tmp_path)
+  assert params  # the kept checkpoint is complete and readable

@@ -1,0 +1,70 @@
+"""The jitted training step: device-count invariance and what it reports."""
+import jax
+import numpy as np
+import optax
+import pytest
+
+from dcsfn_jax import models
+from dcsfn_jax import parallel
+from dcsfn_jax import schedules
+from dcsfn_jax import train
+from dcsfn_jax import train_config
+
+
+def _tiny_config():
+  config = train_config.base_config()
+  config.model.channels = 4
+  config.model.num_blocks = 2
+  config.model.num_scales = 2
+  config.model.convs_per_scale = 1
+  config.patch_size = 16
+  return config
+
+
+def _step_on(devices, config, batch):
+  mesh = parallel.make_mesh(devices)
+  model = models.build_model(config.model)
+  schedule = schedules.multistep_lr(1e-3, (100, 200))
+  optimizer = optax.adam(schedule)
+  state = jax.jit(
+      lambda: train.create_train_state(model, optimizer, config.patch_size,
+                                       jax.random.key(0)),
+      out_shardings=parallel.replicated(mesh))()
+  step = train.make_train_step(model, optimizer, schedule, config, mesh)
+  state, metrics = step(state, parallel.shard_batch(batch, mesh))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_one_device_equals_four_devices():
+  assert jax.device_count() >= 4, 'conftest should simulate 4 CPU devices'
+  config = _tiny_config()
+  rng = np.random.default_rng(0)
+  clean = rng.random((8, 16, 16, 3), dtype=np.float32)
+  rainy = np.clip(clean + 0.3 * (rng.random(clean.shape) > 0.9), 0, 1)
+  batch = {'rainy': rainy.astype(np.float32), 'clean': clean}
+
+  one_state, one_metrics = _step_on(jax.devices()[:1], config, batch)
+  four_state, four_metrics = _step_on(jax.devices()[:4], config, batch)
+
+  assert int(one_state['step']) == int(four_state['step']) == 1
+  np.testing.assert_allclose(four_metrics['loss'], one_metrics['loss'],
+                             atol=1e-6)
+  np.testing.assert_allclose(four_metrics['grad_norm'],
+                             one_metrics['grad_norm'], rtol=1e-5)
+  for (path, one), four in zip(
+      jax.tree_util.tree_flatten_with_path(one_state['params'])[0],
+      jax.tree.leaves(four_state['params'])):
+    np.testing.assert_allclose(
+        four, one, atol=1e-6,
+        err_msg=f'{jax.tree_util.keystr(path)} differs after one step')
+  # The step really moved the parameters (else the equality says nothing).
+  fresh_mesh = parallel.make_mesh(jax.devices()[:1])
+  model = models.build_model(config.model)
+  fresh = jax.jit(lambda: train.create_train_state(
+      model, optax.adam(1e-3), config.patch_size, jax.random.key(0)),
+                  out_shardings=parallel.replicated(fresh_mesh))()['params']
+  moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(
+      jax.tree.leaves(fresh), jax.tree.leaves(one_state['params'])))
+  assert moved > 1e-4
+  assert one_metrics['learning_rate'] == pytest.approx(1e-3)
+  assert one_metrics['params_finite']
