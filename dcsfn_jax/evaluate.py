@@ -53,7 +53,8 @@ def _eval_fn(model_config, protocols):
         batch['rainy'], batch['clean'], batch['sizes'],
         protocols=protocols).items():
       per_image[name + '_rainy'] = value
-    return {'derained': derained, **per_image}
+    return {'derained': derained, 'per_image': per_image,
+            'sums': metrics.metric_sums(per_image, batch['mask'])}
 
   return evaluate_batch
 
@@ -107,18 +108,17 @@ def evaluate_examples(params, model_config, examples, *,
                            for e in batch_examples]),
         'sizes': np.array([e['rainy'].shape[:2] for e in batch_examples],
                           np.int32),
+        # The runner pads the batch with zeros, i.e. mask False.
+        'mask': np.ones(len(batch_examples), bool),
     }
     outputs = runner(batch)
-    mask = np.ones(len(batch_examples), bool)
-    for name, total in metrics.metric_sums(
-        {k: v for k, v in outputs.items() if k != 'derained'}, mask).items():
+    for name, total in outputs['sums'].items():
       sums[name] = sums.get(name, 0.0) + float(total)
     for i, example in enumerate(batch_examples):
       h, w = example['rainy'].shape[:2]
       row = {'name': example['name'], 'height': h, 'width': w,
              'bucket': f'{height}x{width}'}
-      row.update({k: float(v[i]) for k, v in outputs.items()
-                  if k != 'derained'})
+      row.update({k: float(v[i]) for k, v in outputs['per_image'].items()})
       rows.append(row)
       if output_dir is not None:
         _write_outputs(output_dir, example, outputs['derained'][i, :h, :w],
@@ -173,7 +173,7 @@ def _write_outputs(output_dir, example, derained, panels):
         images.panel([example['rainy'], derained_uint8, example['clean'],
                       error],
                      ['rainy', 'derained', 'clean',
-                      f'|error| (white = {images.ERROR_MAP_FULL_SCALE:g})']))
+                      f'mean |error| (yellow = {images.ERROR_MAP_FULL_SCALE:g})']))
 
 
 def markdown_table(summary, title):

@@ -96,7 +96,7 @@ class Runner:
         padded with zeros to batch_size and the padding dropped again.
 
     Returns:
-      fn's outputs as numpy arrays [n, ...].
+      fn's outputs as numpy arrays, [n, ...] for per-example ones.
     """
     count = len(next(iter(batch.values())))
     if count > self.batch_size:
@@ -116,7 +116,10 @@ class Runner:
                            parallel.shard_batch(
                                {k: fill(v) for k, v in batch.items()},
                                self.mesh))
-    return jax.tree.map(lambda x: np.asarray(x)[:count], outputs)
+    # Per-example outputs lose the padding; scalars (e.g. masked sums) stay.
+    return jax.tree.map(
+        lambda x: np.asarray(x)[:count] if np.ndim(x) else np.asarray(x),
+        outputs)
 
 
 def forward_fn(model_config):
