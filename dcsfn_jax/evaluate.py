@@ -8,7 +8,8 @@ directory, or a save_pretrained directory such as one written by
 `python -m dcsfn_jax.import_torch` from the released PyTorch weights.
 Dataset, split and data_dir default to those the checkpoint was trained with.
 
-Writes to --output (default DIR/eval/DATASET-SPLIT):
+Writes to --output (default DIR/eval/DATASET-SPLIT for a training workdir,
+DIR_eval/DATASET-SPLIT beside a checkpoint directory):
   per_image.csv   every image's size and metrics under each protocol
   summary.json    means, protocol definitions, checkpoint and settings
   results.md      a Markdown table naming each protocol
@@ -237,8 +238,12 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
   data_dir = data_dir or config.get('data_dir')
   if not dataset:
     raise ValueError(f'{checkpoint} records no dataset; pass --dataset.')
-  output_dir = output_dir or os.path.join(workdir, 'eval',
-                                          f'{dataset}-{split}')
+  if output_dir is None:
+    # Never write inside a checkpoint directory that orbax manages.
+    is_checkpoint = checkpoint == os.path.abspath(os.fspath(workdir))
+    output_dir = os.path.join(
+        f'{checkpoint.rstrip(os.sep)}_eval' if is_checkpoint else workdir,
+        *([] if is_checkpoint else ['eval']), f'{dataset}-{split}')
   if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
     raise FileExistsError(f'{output_dir} is not empty; pass --overwrite or '
                           'choose another --output.')
@@ -300,7 +305,8 @@ def _define_flags():
                     'compilation per size) instead of padded shape buckets; '
                     'needed for released eval.py parity.')
   flags.DEFINE_string('output', None, 'Output directory (default: '
-                      'WORKDIR/eval/DATASET-SPLIT).')
+                      'WORKDIR/eval/DATASET-SPLIT, or CHECKPOINT_eval/'
+                      'DATASET-SPLIT for a checkpoint directory).')
   flags.DEFINE_integer('batch_size', None, 'Images per step (default: one '
                        'per device).')
   flags.DEFINE_bool('panels', True, 'Write rainy|derained|clean|error '
