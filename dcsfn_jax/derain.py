@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
+from PIL import Image
 import tqdm
 
 from dcsfn_jax import images
@@ -235,6 +236,9 @@ def main(argv):
   f = flags.FLAGS
   if not f['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO
+  # These are the user's own photos: allow any size, beyond PIL's
+  # decompression-bomb guard (178 megapixels).
+  Image.MAX_IMAGE_PIXELS = None
   try:
     niqe_csv = os.path.join(f.output, 'niqe.csv')
     if f.niqe and os.path.exists(niqe_csv) and not f.overwrite:

@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageOps
-from PIL import UnidentifiedImageError
 
 # Error-map colours from no error (black) through purple and orange to
 # yellow-white at the full-scale error.
@@ -57,7 +56,8 @@ def read_image(path):
   """Reads any common image file as displayed: uint8 RGB [H, W, 3].
 
   EXIF orientation is applied; alpha is discarded (the colours under it are
-  kept); gray, palette, CMYK and 16-bit images are converted to 8-bit RGB.
+  kept); gray, palette, CMYK and 16-bit images are converted to 8-bit RGB
+  (16-bit gray is rounded, 16-bit colour truncated by PIL to its top byte).
 
   Raises:
     UnreadableImageError: naming the file and why, for anything else.
@@ -67,7 +67,7 @@ def read_image(path):
     with Image.open(path) as image:
       image = ImageOps.exif_transpose(image)
       image.load()
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+  except Exception as error:  # PIL raises many types for broken files
     raise UnreadableImageError(
         f'{path}: not a readable image ({type(error).__name__}: {error}).'
     ) from error
@@ -82,9 +82,9 @@ def read_image(path):
           f'{path}: CIELAB images are not supported; convert it to RGB '
           'first.')
     return np.asarray(image.convert('RGB'), np.uint8)
-  except (OSError, ValueError) as error:
-    if isinstance(error, UnreadableImageError):
-      raise
+  except UnreadableImageError:
+    raise
+  except Exception as error:  # PIL's converters raise several types
     raise UnreadableImageError(
         f'{path}: cannot convert {image.mode} pixels to RGB '
         f'({type(error).__name__}: {error}).') from error

@@ -1,5 +1,7 @@
 """Reading whatever a user's photo folder holds, and writing what they see."""
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -66,6 +68,29 @@ def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
   assert sixteen.mode.startswith('I')
   read = images.read_image(_save(tmp_path, 'g16.png', sixteen))
   np.testing.assert_array_equal(read[..., 0], levels)
+
+
+def _write_png16_rgb(path, rgb16):
+  """A 48-bit RGB PNG, written by hand (PIL cannot write one)."""
+  height, width, _ = rgb16.shape
+  rows = b''.join(b'\x00' + rgb16[y].astype('>u2').tobytes()
+                  for y in range(height))
+
+  def chunk(kind, data):
+    return (struct.pack('>I', len(data)) + kind + data
+            + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+
+  path.write_bytes(b'\x89PNG\r\n\x1a\n'
+                   + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height,
+                                                16, 2, 0, 0, 0))
+                   + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b''))
+
+
+def test_sixteen_bit_colour_png_keeps_its_colours(tmp_path):
+  levels = _photo()
+  _write_png16_rgb(tmp_path / 'rgb16.png', levels.astype(np.uint16) * 257)
+  read = images.read_image(tmp_path / 'rgb16.png')
+  np.testing.assert_array_equal(read, levels)
 
 
 def test_float_tiff_in_unit_range(tmp_path):
