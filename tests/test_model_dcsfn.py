@@ -262,3 +262,28 @@ def test_non_image_input_is_rejected():
   model = models.build_model(tiny())
   with pytest.raises(ValueError, match=r'\[batch, height, width, 3\]'):
     model.init(jax.random.key(0), jnp.zeros((8, 8, 3)))
+
+
+@pytest.mark.parametrize('variant', ['official_like', 'dense_off', 'single'])
+def test_scanned_blocks_equal_unrolled_blocks_with_gradients(variant):
+  overrides = {'official_like': {}, 'dense_off': dict(dense_connection=False),
+               'single': dict(single=True)}[variant]
+  unrolled = tiny(num_scales=2, num_blocks=3, scan_blocks=False, **overrides)
+  scanned = tiny(num_scales=2, num_blocks=3, scan_blocks=True, **overrides)
+  images = jax.random.uniform(jax.random.key(0), (2, 13, 11, 3))
+  params = models.init_params(models.build_model(scanned), jax.random.key(1),
+                              images.shape)
+
+  def value_and_grad(config):
+    model = models.build_model(config)
+    loss = lambda p: jnp.sum(model.apply({'params': p}, images) ** 2)
+    with jax.default_matmul_precision('highest'):
+      return jax.jit(jax.value_and_grad(loss))(params)
+
+  (loss_a, grads_a), (loss_b, grads_b) = map(value_and_grad,
+                                             (scanned, unrolled))
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+  scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads_b))
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads_a),
+                          jax.tree.leaves(grads_b)):
+    np.testing.assert_allclose(a, b, atol=1e-6 * scale, err_msg=str(path))

@@ -1,4 +1,5 @@
 """Specifies the model's primitive layers against PyTorch's behaviour."""
+import functools
 import itertools
 
 import jax
@@ -81,3 +82,44 @@ def test_conv_init_follows_torch_default_bounds():
     values = np.asarray(variables[name])
     assert np.abs(values).max() <= bound, f'{name} exceeds U(+-1/sqrt(fan_in))'
     assert np.abs(values).max() > 0.5 * bound, f'{name} is not spread over the bound'
+
+
+@pytest.mark.parametrize('kernel_size,groups', [(3, 1), (3, 4), (1, 1)])
+def test_cpu_conv_value_and_gradients_equal_lax_conv(kernel_size, groups):
+  rng = np.random.RandomState(2)
+  x = jnp.asarray(rng.randn(2, 7, 9, 8).astype(np.float32))
+  kernel = jnp.asarray(rng.randn(kernel_size, kernel_size, 8 // groups,
+                                 12).astype(np.float32))
+  pad = ((kernel_size // 2,) * 2,) * 2
+  cotangent = jnp.asarray(rng.randn(2, 7, 9, 12).astype(np.float32))
+
+  def loss(conv_fn, x, kernel):
+    y = conv_fn(x, kernel, (1, 1), pad, dimension_numbers=layers._NHWC,
+                feature_group_count=groups)
+    return jnp.sum(y * cotangent)
+
+  with jax.default_matmul_precision('highest'):
+    expected = jax.value_and_grad(
+        functools.partial(loss, jax.lax.conv_general_dilated),
+        argnums=(0, 1))(x, kernel)
+    actual = jax.value_and_grad(functools.partial(loss, layers.cpu_conv),
+                                argnums=(0, 1))(x, kernel)
+  for name, a, e in zip(('value', 'grad_x', 'grad_kernel'),
+                        jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+def test_max_pool_gradient_matches_torch_inside_scan():
+  images = np.random.RandomState(3).randn(2, 9, 10, 3).astype(np.float32)
+  x = torch.from_numpy(images).permute(0, 3, 1, 2).requires_grad_()
+  (F.max_pool2d(x, 2, 2) ** 2).sum().backward()
+  expected = x.grad.permute(0, 2, 3, 1).numpy()
+
+  def loss(stacked):  # Under lax.scan, where autodiff must still work.
+    total, _ = jax.lax.scan(
+        lambda acc, img: (acc + (layers.max_pool(img, 2) ** 2).sum(), None),
+        0.0, stacked[:, None])
+    return total
+
+  np.testing.assert_allclose(jax.grad(loss)(jnp.asarray(images)), expected,
+                             rtol=1e-6)

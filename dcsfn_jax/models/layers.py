@@ -29,15 +29,84 @@ def _uniform_fan_in(fan_in: int):
   return init
 
 
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _plain_conv(x, kernel, padding, groups, precision):
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), padding, dimension_numbers=_NHWC,
+      feature_group_count=groups, precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_canonical_grads(x, kernel, padding, groups, precision):
+  return _plain_conv(x, kernel, padding, groups, precision)
+
+
+def _conv_canonical_grads_fwd(x, kernel, padding, groups, precision):
+  return _plain_conv(x, kernel, padding, groups, precision), (x, kernel)
+
+
+def _conv_canonical_grads_bwd(padding, groups, precision, residuals, grad):
+  x, kernel = residuals
+  kh, kw, in_per_group, out_channels = kernel.shape
+  out_per_group = out_channels // groups
+  # Input gradient: correlate with the spatially flipped kernel whose in/out
+  # channels are swapped within each group.
+  flipped = kernel[::-1, ::-1].reshape(kh, kw, in_per_group, groups,
+                                       out_per_group)
+  flipped = flipped.transpose(0, 1, 4, 3, 2).reshape(
+      kh, kw, out_per_group, groups * in_per_group)
+  (top, bottom), (left, right) = padding
+  grad_x = _plain_conv(grad, flipped,
+                       ((kh - 1 - top, kh - 1 - bottom),
+                        (kw - 1 - left, kw - 1 - right)), groups, precision)
+  # Weight gradient: x's channels act as the batch and the batch as the
+  # contracted features, so the result is again an NHWC x HWIO conv.
+  grad_kernel = _plain_conv(x.transpose(3, 1, 2, 0), grad.transpose(1, 2, 0, 3),
+                            padding, 1, precision).transpose(1, 2, 0, 3)
+  if groups > 1:  # Keep the per-group diagonal blocks.
+    blocks = grad_kernel.reshape(kh, kw, groups, in_per_group, groups,
+                                 out_per_group)
+    grad_kernel = jnp.stack([blocks[:, :, g, :, g] for g in range(groups)],
+                            axis=3).reshape(kernel.shape)
+  return grad_x, grad_kernel.astype(kernel.dtype)
+
+
+_conv_canonical_grads.defvjp(_conv_canonical_grads_fwd,
+                             _conv_canonical_grads_bwd)
+
+
+def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+             rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+             precision=None):
+  """`lax.conv_general_dilated` stand-in for stride-1 NHWC/HWIO convs on CPU.
+
+  XLA's CPU backend only rewrites convolutions into its fast (Eigen) form in
+  the top-level computation; the transposed-layout gradient convolutions that
+  autodiff emits inside a loop body (the scanned dense blocks) otherwise run
+  as naive loops. Here every gradient is itself an NHWC/HWIO conv, and 1x1
+  convs are plain matrix products.
+  """
+  del window_strides, lhs_dilation, rhs_dilation, dimension_numbers
+  padding = tuple(tuple(p) for p in padding)
+  if rhs.shape[:2] == (1, 1) and feature_group_count == 1:
+    return jax.lax.dot_general(lhs, rhs[0, 0], (((3,), (0,)), ((), ())),
+                               precision=precision)
+  return _conv_canonical_grads(lhs, rhs, padding, feature_group_count,
+                               precision)
+
+
 def conv(features: int, kernel_size: int, *, in_features: int, name: str,
          groups: int = 1, dtype=jnp.float32) -> nn.Conv:
   """A torch-initialised `nn.Conv` (kernel HWIO, bias), 'same' zero padding."""
   fan_in = in_features // groups * kernel_size * kernel_size
+  on_cpu = jax.default_backend() == 'cpu'
   return nn.Conv(
       features, (kernel_size, kernel_size), padding=(kernel_size - 1) // 2,
       feature_group_count=groups, dtype=dtype, param_dtype=jnp.float32,
       kernel_init=_uniform_fan_in(fan_in), bias_init=_uniform_fan_in(fan_in),
-      name=name)
+      conv_general_dilated=cpu_conv if on_cpu else None, name=name)
 
 
 conv3x3 = functools.partial(conv, kernel_size=3)
@@ -49,8 +118,10 @@ def max_pool(x: jax.Array, factor: int) -> jax.Array:
   if factor == 1:
     return x
   window = (1, factor, factor, 1)
-  return jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max,
-                               window, window, 'VALID')
+  # A Python-scalar -inf selects the differentiable max-pool primitive; an
+  # array init value would give the generic (non-differentiable) reduce.
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window,
+                               'VALID')
 
 
 @functools.lru_cache(maxsize=None)
