@@ -146,7 +146,7 @@ def test_intermediates_expose_the_rain_estimate(overrides):
   assert features['rain_estimate'].shape == images.shape
   torch.testing.assert_close(derained, images - features['rain_estimate'],
                              rtol=0, atol=0)
-  assert features['convert'].shape == (1, 4, 37, 45)
+  assert features['converted'].shape == (1, 4, 37, 45)
 
 
 def test_rejects_an_invalid_config_naming_the_field():

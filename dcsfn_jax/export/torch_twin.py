@@ -236,10 +236,10 @@ class DCSFNTwin(nn.Module):
 
   forward(images [B, 3, H, W]) -> derained images O - R; with
   `return_intermediates=True` -> (derained, features), features named like the
-  Flax model's sown intermediates: 'convert'; 'encoder_scale{s}',
+  Flax model's sown intermediates: 'converted'; 'encoded_scale{s}',
   'skip_features_scale{s}' ([L, B, C, h, w] raw block outputs);
   'cross_pass1_scale{s}', 'cross_pass2_scale{s}' (cell outputs, with
-  cross_scale); 'decoder_scale{s}'; 'rain_estimate' (R, [B, 3, H, W]). The
+  cross_scale); 'decoded_scale{s}'; 'rain_estimate' (R, [B, 3, H, W]). The
   single variant drops the '_scale{s}' suffix.
   """
 
@@ -309,19 +309,19 @@ class DCSFNTwin(nn.Module):
   def forward(self, images: torch.Tensor, return_intermediates: bool = False):
     intermediates = {}
     features = self.convert(images)
-    intermediates['convert'] = features
+    intermediates['converted'] = features
     if self.single:
       encoded, skips = self.encoder(features)
       decoded, _ = self.decoder(encoded, skips)
-      intermediates.update(encoder=encoded, skip_features=torch.stack(skips),
-                           decoder=decoded)
+      intermediates.update(encoded=encoded, skip_features=torch.stack(skips),
+                           decoded=decoded)
       rain_estimate = self.merge(decoded)
     else:
       encoded, skips = {}, {}
       for scale in (1, 2, 4):
         coder = getattr(self, f'encoder_scale{scale}')
         encoded[scale], skips[scale] = coder(_pool(features, scale))
-        intermediates[f'encoder_scale{scale}'] = encoded[scale]
+        intermediates[f'encoded_scale{scale}'] = encoded[scale]
         intermediates[f'skip_features_scale{scale}'] = torch.stack(skips[scale])
       if self.cross_scale:
         decoder_inputs = self._cross_scale(encoded[1], encoded[2], encoded[4],
@@ -332,7 +332,7 @@ class DCSFNTwin(nn.Module):
       for scale, decoder_input in zip((1, 2, 4), decoder_inputs):
         coder = getattr(self, f'decoder_scale{scale}')
         out, _ = coder(decoder_input, skips[scale])
-        intermediates[f'decoder_scale{scale}'] = out
+        intermediates[f'decoded_scale{scale}'] = out
         decoded.append(resize_nearest(out, images.shape[-2:]))
       rain_estimate = self.merge(torch.cat(decoded, dim=1))
     intermediates['rain_estimate'] = rain_estimate
