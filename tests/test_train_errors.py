@@ -2,6 +2,7 @@
 import importlib.util
 import pathlib
 
+import jax
 import pytest
 
 from dcsfn_jax import checkpointing
@@ -9,6 +10,15 @@ from dcsfn_jax import train
 from dcsfn_jax import train_config
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope='module')
+def fast_compiles():
+  """Unoptimised XLA: the tiny models compile several times faster."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
 
 
 def _smoke_config(data_dir):

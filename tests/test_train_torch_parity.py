@@ -18,6 +18,15 @@ from released_ssim import released_ssim  # pylint: disable=g-import-not-at-top,w
 _LR = 5e-4
 
 
+@pytest.fixture(autouse=True, scope='module')
+def fast_compiles():
+  """Unoptimised XLA: the tiny models compile several times faster."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
 def test_adam_step_matches_the_torch_twin():
   config = train_config.base_config()
   config.model.channels = 4
@@ -42,7 +51,7 @@ def test_adam_step_matches_the_torch_twin():
   updated = jax.device_get(state['params'])
 
   twin = torch_twin.build_torch_model(config.model)
-  twin.load_state_dict({k: torch.from_numpy(v) for k, v in
+  twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
                         convert.to_torch_state_dict(initial,
                                                     config.model).items()},
                        strict=True)
