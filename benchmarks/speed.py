@@ -1,0 +1,347 @@
+"""DCSFN speed: JAX/Flax against the PyTorch twin on the same machine.
+
+  python benchmarks/speed.py                 # official preset, float32, 5 runs
+  python benchmarks/speed.py --smoke         # tiny model, one run (CI)
+
+Cases: the training step (forward, backward, Adam, -SSIM) on 16x64x64, the
+forward pass on 16x64x64 and on 1x321x481. Every (framework, case) runs in its
+own worker process, so peak RSS is per case; the two workers of a case are
+timed alternately, one run each in turn, and the medians of `--repeats` runs
+after `--warmup` runs are reported with JAX's compile time, XLA's FLOP count,
+the achieved GFLOP/s as % of the machine's FP32 peak (estimated from lscpu and
+/proc/cpuinfo) and the PyTorch/JAX time ratio. Writes JSON (--json_out) and,
+except with --smoke, appends a dated table to benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny model, small inputs, one run.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per case (median).')
+_WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed runs after compiling.')
+_CASES = flags.DEFINE_list('cases', ['train', 'forward64', 'forward321'],
+                           'Cases to run: train, forward64, forward321.')
+_FRAMEWORKS = flags.DEFINE_list('frameworks', ['jax', 'torch'],
+                                'Frameworks to compare.')
+_PRESET = flags.DEFINE_string('preset', 'official', 'Model preset.')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
+                           'JAX compute dtype (PyTorch always float32).')
+_JAX_DEVICES = flags.DEFINE_integer(
+    'jax_devices', 1, 'XLA host devices on CPU; batches are split over them.')
+_JSON_OUT = flags.DEFINE_string('json_out', 'benchmarks/speed.json',
+                                'Where to write the JSON results.')
+_RESULTS_MD = flags.DEFINE_string('results_md', 'benchmarks/RESULTS.md',
+                                  'Markdown file the dated table is appended to.')
+_NOTE = flags.DEFINE_string('note', '', 'Free text added to the RESULTS row.')
+_WORKER = flags.DEFINE_string('worker', None, 'Internal: framework:case.')
+
+BATCH, PATCH, HEIGHT, WIDTH = 16, 64, 321, 481
+
+
+def _shapes(smoke: bool) -> dict:
+  if smoke:
+    return {'train': (2, 16, 16), 'forward64': (2, 16, 16),
+            'forward321': (1, 21, 27)}
+  return {'train': (BATCH, PATCH, PATCH), 'forward64': (BATCH, PATCH, PATCH),
+          'forward321': (1, HEIGHT, WIDTH)}
+
+
+def _model_config(preset: str, smoke: bool, dtype: str):
+  from dcsfn_jax import models  # pylint: disable=g-import-not-at-top
+  config = models.preset(preset)
+  if smoke:
+    config.update(channels=4, num_blocks=2, num_scales=2, convs_per_scale=1)
+  config.dtype = dtype
+  return config
+
+
+def machine() -> dict:
+  """CPU description and an FP32 peak estimate: cores x GHz x FLOP/cycle."""
+  lscpu = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
+  field = lambda name: (re.search(rf'^{name}:\s*(.+)$', lscpu, re.M) or
+                        [None, '?'])[1].strip()
+  with open('/proc/cpuinfo') as f:
+    mhz = [float(m) for m in re.findall(r'cpu MHz\s*:\s*([\d.]+)', f.read())]
+  cores = os.cpu_count() or 1
+  flags_line = field('Flags')
+  # Two 256-bit FMA pipes (AVX2/AVX-512 on Zen 4, Skylake+) give 32 FP32
+  # FLOP/cycle; without FMA, 16.
+  per_cycle = 32 if ' fma' in f' {flags_line}' else 16
+  ghz = (max(mhz) if mhz else 2.0) / 1000
+  return {'cpu': field('Model name'), 'cores': cores, 'ghz': round(ghz, 3),
+          'flop_per_cycle': per_cycle,
+          'peak_gflops': round(cores * ghz * per_cycle, 1),
+          'python': platform.python_version()}
+
+
+# ----------------------------------------------------------------- workers --
+
+def _peak_rss_gb() -> float:
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _jax_case(case, config, shape, devices):
+  """Returns (run_once, info) for JAX; run_once blocks until done."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import losses, models  # pylint: disable=g-import-not-at-top
+
+  model = models.build_model(config)
+  rng = np.random.default_rng(0)
+  rainy = rng.random(shape + (3,), dtype=np.float32)
+  clean = rng.random(shape + (3,), dtype=np.float32)
+  params = models.init_params(model, jax.random.key(0), shape + (3,))
+  mesh = jax.make_mesh((len(jax.devices()[:devices]),), ('data',),
+                       devices=jax.devices()[:devices])
+  split = shape[0] % devices == 0 and devices > 1
+  batch_sharding = NamedSharding(mesh, PartitionSpec('data' if split else None))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  rainy, clean = (jax.device_put(a, batch_sharding) for a in (rainy, clean))
+  params = jax.device_put(params, replicated)
+
+  if case == 'train':
+    optimizer = optax.adam(5e-4)
+
+    def step(params, opt_state, rainy, clean):
+      def loss_fn(p):
+        return losses.derain_loss(model.apply({'params': p}, rainy), clean)[0]
+      loss, grads = jax.value_and_grad(loss_fn)(params)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, loss
+
+    state = [params, jax.device_put(optimizer.init(params), replicated)]
+    start = time.perf_counter()
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+        *state, rainy, clean).compile()
+    compile_s = time.perf_counter() - start
+
+    def run_once():
+      state[0], state[1], loss = compiled(state[0], state[1], rainy, clean)
+      loss.block_until_ready()
+  else:
+    start = time.perf_counter()
+    compiled = jax.jit(model.apply).lower({'params': params}, rainy).compile()
+    compile_s = time.perf_counter() - start
+
+    def run_once():
+      compiled({'params': params}, rainy).block_until_ready()
+
+  return run_once, {'compile_s': compile_s,
+                    'flops': _unrolled_flops(case, config, params, rainy, clean)}
+
+
+def _unrolled_flops(case, config, params, rainy, clean) -> float:
+  """XLA's FLOP count of the same computation without the block scan.
+
+  XLA counts a loop body once, not once per trip, so the count comes from the
+  unrolled graph (lowered, not compiled); it excludes the scan's ~10% extra
+  dense-fusion work and the rematerialised forward.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import losses, models  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  config.scan_blocks = False
+  model = models.build_model(config)
+  if case == 'train':
+    fn = jax.grad(lambda p: losses.derain_loss(
+        model.apply({'params': p}, rainy), clean)[0])
+    lowered = jax.jit(fn).lower(params)
+  else:
+    lowered = jax.jit(model.apply).lower({'params': params}, rainy)
+  cost = lowered.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get('flops', 0.0))
+
+
+def _torch_ssim(a, b):
+  import torch  # pylint: disable=g-import-not-at-top
+  coords = torch.arange(11, dtype=torch.float32) - 5
+  g = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
+  g = g / g.sum()
+  window = torch.outer(g, g)[None, None].repeat(3, 1, 1, 1)
+  blur = lambda x: torch.nn.functional.conv2d(x, window, padding=5, groups=3)
+  mu_a, mu_b = blur(a), blur(b)
+  var_a = blur(a * a) - mu_a ** 2
+  var_b = blur(b * b) - mu_b ** 2
+  cov = blur(a * b) - mu_a * mu_b
+  c1, c2 = 0.01 ** 2, 0.03 ** 2
+  return ((2 * mu_a * mu_b + c1) * (2 * cov + c2) /
+          ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))).mean()
+
+
+def _torch_case(case, config, shape):
+  import torch  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count() or 1)
+  torch.manual_seed(0)
+  config = config.copy_and_resolve_references()
+  config.dtype = 'float32'
+  net = build_torch_model(config)
+  rainy = torch.rand(shape[0], 3, *shape[1:])
+  clean = torch.rand(shape[0], 3, *shape[1:])
+  if case == 'train':
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
+
+    def run_once():
+      optimizer.zero_grad()
+      loss = -_torch_ssim(net(rainy), clean)
+      loss.backward()
+      optimizer.step()
+  else:
+    net.eval()
+
+    def run_once():
+      with torch.no_grad():
+        net(rainy)
+  return run_once, {'compile_s': 0.0, 'flops': 0.0}
+
+
+def _worker(spec: str) -> None:
+  """Line protocol on stdin/stdout: 'run' -> seconds; 'quit' -> summary."""
+  framework, case = spec.split(':')
+  config = _model_config(_PRESET.value, _SMOKE.value, _DTYPE.value)
+  shape = _shapes(_SMOKE.value)[case]
+  if framework == 'jax':
+    run_once, info = _jax_case(case, config, shape, _JAX_DEVICES.value)
+  else:
+    run_once, info = _torch_case(case, config, shape)
+  for _ in range(_WARMUP.value):
+    run_once()
+  print(json.dumps({'ready': True, **info}), flush=True)
+  for line in sys.stdin:
+    if line.strip() == 'run':
+      start = time.perf_counter()
+      run_once()
+      print(json.dumps({'seconds': time.perf_counter() - start}), flush=True)
+    else:
+      break
+  print(json.dumps({'peak_rss_gb': _peak_rss_gb()}), flush=True)
+
+
+# ------------------------------------------------------------------ parent --
+
+def _start_worker(framework: str, case: str) -> subprocess.Popen:
+  env = dict(os.environ)
+  if framework == 'jax' and _JAX_DEVICES.value > 1:
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_'
+                        f'device_count={_JAX_DEVICES.value}').strip()
+  args = [sys.executable, os.path.abspath(__file__),
+          f'--worker={framework}:{case}', f'--preset={_PRESET.value}',
+          f'--dtype={_DTYPE.value}', f'--warmup={_WARMUP.value}',
+          f'--jax_devices={_JAX_DEVICES.value}',
+          '--smoke' if _SMOKE.value else '--nosmoke']
+  return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True, env=env)
+
+
+def _read(worker: subprocess.Popen, what: str) -> dict:
+  line = worker.stdout.readline()
+  if not line:
+    raise RuntimeError(f'benchmark worker {worker.args[2]} died while {what} '
+                       f'(exit code {worker.wait()}); see its stderr above.')
+  return json.loads(line)
+
+
+def _run_case(case: str, peak_gflops: float) -> dict:
+  workers = {fw: _start_worker(fw, case) for fw in _FRAMEWORKS.value}
+  results = {fw: _read(w, 'compiling/warming up') for fw, w in workers.items()}
+  times = {fw: [] for fw in workers}
+  for _ in range(_REPEATS.value):
+    for fw, worker in workers.items():  # Alternate, one run each in turn.
+      worker.stdin.write('run\n')
+      worker.stdin.flush()
+      times[fw].append(_read(worker, 'running')['seconds'])
+  for fw, worker in workers.items():
+    worker.stdin.write('quit\n')
+    worker.stdin.flush()
+    results[fw].update(_read(worker, 'finishing'))
+    worker.wait()
+  flops = results.get('jax', {}).get('flops', 0.0)
+  for fw, result in results.items():
+    result.pop('ready', None)
+    result['median_s'] = statistics.median(times[fw])
+    result['times_s'] = times[fw]
+    result['flops'] = flops  # XLA's count (unrolled model, same batch).
+    result['gflops_per_s'] = flops / 1e9 / result['median_s']
+    result['percent_of_peak'] = 100 * result['gflops_per_s'] / peak_gflops
+  if 'jax' in results and 'torch' in results:
+    results['torch_over_jax'] = (results['torch']['median_s'] /
+                                 results['jax']['median_s'])
+  return results
+
+
+def _markdown(report: dict) -> str:
+  m = report['machine']
+  lines = [
+      f"\n## {report['date']} — {report['preset']}, {report['dtype']}, "
+      f"{report['jax_devices']} XLA host device(s), median of "
+      f"{report['repeats']}",
+      f"\n{m['cpu']}, {m['cores']} cores @ {m['ghz']} GHz, est. FP32 peak "
+      f"{m['peak_gflops']} GFLOP/s; jax {report['versions']['jax']}, torch "
+      f"{report['versions'].get('torch', '-')}. {report['note']}\n",
+      '| case | JAX s | JAX compile s | JAX peak RSS GB | XLA GFLOP | JAX % '
+      'peak | PyTorch s | PyTorch peak RSS GB | PyTorch/JAX |',
+      '|---|---|---|---|---|---|---|---|---|']
+  for case, r in report['cases'].items():
+    j, t = r.get('jax', {}), r.get('torch', {})
+    fmt = lambda d, k, p=2: f'{d[k]:.{p}f}' if k in d else '-'
+    lines.append(
+        f"| {case} | {fmt(j, 'median_s')} | {fmt(j, 'compile_s', 1)} | "
+        f"{fmt(j, 'peak_rss_gb')} | {j.get('flops', 0) / 1e9:.0f} | "
+        f"{fmt(j, 'percent_of_peak', 0)} | {fmt(t, 'median_s')} | "
+        f"{fmt(t, 'peak_rss_gb')} | {fmt(r, 'torch_over_jax')} |")
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  del argv
+  if _WORKER.value:
+    _worker(_WORKER.value)
+    return
+  unknown = set(_CASES.value) - {'train', 'forward64', 'forward321'}
+  if unknown or set(_FRAMEWORKS.value) - {'jax', 'torch'}:
+    raise app.UsageError(f'Unknown --cases {sorted(unknown)} or --frameworks '
+                         f'{_FRAMEWORKS.value}; see --help.')
+  import jax  # pylint: disable=g-import-not-at-top
+  versions = {'jax': jax.__version__}
+  if 'torch' in _FRAMEWORKS.value:
+    import torch  # pylint: disable=g-import-not-at-top
+    versions['torch'] = torch.__version__
+  info = machine()
+  report = {'date': datetime.datetime.now(datetime.timezone.utc).strftime(
+      '%Y-%m-%d %H:%M UTC'), 'preset': 'tiny' if _SMOKE.value else
+            _PRESET.value, 'dtype': _DTYPE.value,
+            'jax_devices': _JAX_DEVICES.value, 'repeats': _REPEATS.value,
+            'machine': info, 'versions': versions, 'note': _NOTE.value,
+            'load_average': os.getloadavg(), 'cases': {}}
+  for case in _CASES.value:
+    print(f'[speed] {case} ...', file=sys.stderr, flush=True)
+    report['cases'][case] = _run_case(case, info['peak_gflops'])
+    print(json.dumps({case: report['cases'][case]}, indent=1), flush=True)
+  report['load_average_after'] = os.getloadavg()
+  os.makedirs(os.path.dirname(os.path.abspath(_JSON_OUT.value)), exist_ok=True)
+  with open(_JSON_OUT.value, 'w') as f:
+    json.dump(report, f, indent=1)
+  if not _SMOKE.value:
+    with open(_RESULTS_MD.value, 'a') as f:
+      f.write(_markdown(report))
+  print(_markdown(report))
+
+
+if __name__ == '__main__':
+  app.run(main)
