@@ -6,7 +6,8 @@ the derained output, the rain estimate R (sown and through
 `method='rain_estimate'`), every sown intermediate feature, the -SSIM loss,
 and its gradient with respect to every parameter (torch parameters our model
 never uses must get no gradient). Everything must agree to 1e-5 max abs under
-`jax.default_matmul_precision('highest')`.
+`jax.default_matmul_precision('highest')`, and every tensor to 1e-4 of its own
+largest magnitude.
 
 Forward parity alone is weak: at random initialisation the output hardly
 depends on the deep layers, hence R, features and gradients.
@@ -27,8 +28,8 @@ torch = pytest.importorskip('torch')
 from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
 
 TOLERANCE = 1e-5
-# Every variant runs at 37 x 45; these add the other sizes for a few.
-MORE_SIZES = ((67, 93), (32, 32))
+# Measured worst case 4.9e-6 (per tensor, difference over its max |value|).
+RELATIVE_TOLERANCE = 1e-4
 # XLA's cheaper compile (as jax_disable_most_optimizations, scoped to these
 # calls): these graphs compile about twice as fast and are checked against
 # the same tolerance.
@@ -100,17 +101,21 @@ def _ssim_torch(a, b):
   return _ssim_map(blur, a, b).mean()
 
 
-def _max_abs(a, b) -> float:
-  return float(np.max(np.abs(np.asarray(a, np.float64) -
-                             np.asarray(b, np.float64))))
+def _compare(a, b) -> tuple:
+  """(max abs difference, that difference over max |b|) of two arrays."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  difference = float(np.max(np.abs(a - b)))
+  scale = float(np.max(np.abs(b)))
+  return difference, (difference / scale if scale else difference)
 
 
 def _parity(config, height, width, batch=2, seed=0,
             check_method=False) -> dict:
-  """Max abs Flax-vs-twin differences, keyed by what was compared.
+  """Flax-vs-twin differences: {what: (max abs, relative to the twin's max)}.
 
-  check_method also compares `model.apply(..., method='rain_estimate')` (RGB)
-  with the twin's R; otherwise R is compared as sown, in network order.
+  Compared: the output, the loss, every sown feature (R included) and the
+  gradient of every torch parameter (one entry each). check_method also
+  compares `model.apply(..., method='rain_estimate')` (RGB) with the twin's R.
   """
   torch.manual_seed(seed)
   twin = build_torch_model(config)
@@ -144,79 +149,76 @@ def _parity(config, height, width, batch=2, seed=0,
 
   flip = (lambda x: x[..., ::-1]) if bgr else (lambda x: x)
   diffs = {
-      'output': _max_abs(derained, flip(from_twin(twin_derained))),
-      'loss': abs(float(loss) - twin_loss.item()),
+      'output': _compare(derained, flip(from_twin(twin_derained))),
+      'loss': _compare(loss, twin_loss.item()),
   }
   if check_method:
-    diffs['rain_estimate_method'] = _max_abs(
+    diffs['rain_estimate_method'] = _compare(
         rain_rgb, flip(from_twin(twin_features['rain_estimate'])))
   assert set(features) <= set(twin_features), (
       f'Flax sows features the twin lacks: '
       f'{sorted(set(features) - set(twin_features))}')
   assert 'rain_estimate' in features and 'converted' in features
   for name, (value,) in features.items():
-    diffs[f'feature:{name}'] = _max_abs(value, from_twin(twin_features[name]))
+    diffs[f'feature:{name}'] = _compare(value, from_twin(twin_features[name]))
 
   flax_grads = to_torch_state_dict(grads, config)  # counts every leaf
   twin_grads = {name: (p.grad.numpy() if p.grad is not None
                        else np.zeros(p.shape, np.float32))
                 for name, p in twin.named_parameters()}
   assert flax_grads.keys() == twin_grads.keys()
-  diffs['grad'] = max(_max_abs(flax_grads[k], twin_grads[k])
-                      for k in twin_grads)
-  diffs['grad_scale'] = max(float(np.abs(g).max())
-                            for g in twin_grads.values())
+  for key in twin_grads:
+    diffs[f'grad:{key}'] = _compare(flax_grads[key], twin_grads[key])
+  # A gradient that vanished everywhere would compare equal trivially.
+  grad_scale = max(float(np.abs(g).max()) for g in twin_grads.values())
+  assert grad_scale > 1e-4, f'gradients vanish: max |grad| = {grad_scale}'
   return diffs
 
 
 def _assert_parity(diffs):
-  worst = {k: v for k, v in diffs.items()
-           if k != 'grad_scale' and not v <= TOLERANCE}
-  assert not worst, (f'Flax and the PyTorch twin differ by more than '
-                     f'{TOLERANCE}: {worst}')
-  # A gradient that vanished everywhere would compare equal trivially.
-  assert diffs['grad_scale'] > 1e-4, diffs
+  too_far = {k: f'{a:.2e}' for k, (a, _) in diffs.items() if not a <= TOLERANCE}
+  assert not too_far, (f'Flax and the PyTorch twin differ by more than '
+                       f'{TOLERANCE} (max abs): {too_far}')
+  # Per tensor, relative to its own magnitude: deep layers and their small
+  # gradients barely move the absolute figures (one deep conv scaled by 1%
+  # moves no tensor by 1e-5, but its own gradient by 1e-2 relative).
+  too_far = {k: f'{r:.2e}' for k, (_, r) in diffs.items()
+             if not r <= RELATIVE_TOLERANCE}
+  assert not too_far, (f'Flax and the PyTorch twin differ by more than '
+                       f'{RELATIVE_TOLERANCE} relative to the tensor\'s max: '
+                       f'{too_far}')
 
 
-VARIANTS = {
-    'gru': _tiny(),
-    'lstm': _tiny(recurrent_unit='LSTM'),
-    'rnn': _tiny(recurrent_unit='RNN'),
-    'conv_unit': _tiny(recurrent_unit='Conv'),
-    'scales1': _tiny(num_scales=1),
-    'scales2': _tiny(num_scales=2),
-    'scales3': _tiny(num_scales=3),
-    'single': _tiny(single=True),
-    'no_cross_scale': _tiny(cross_scale=False),
-    'no_skip': _tiny(skip_connection=False),
-    'no_dense': _tiny(dense_connection=False),
-    'no_inner_scale': _tiny(inner_scale_connection=False),
-    'paper': _tiny_paper(),
-    'bgr': _tiny(channel_order='bgr'),
-    'unrolled_blocks': _tiny(scan_blocks=False),
+# Reduced configs, each ablation switch flipped in at least one case (some
+# cases combine two, to keep the compile count low), spread over the three
+# sizes. The LSTM case runs at 67 x 93, where the released in-place state
+# resize differs from a direct one.
+CASES = {
+    'gru_bgr': (_tiny(channel_order='bgr'), 37, 45),
+    'lstm': (_tiny(recurrent_unit='LSTM'), 67, 93),
+    'rnn_no_inner_scale': (
+        _tiny(recurrent_unit='RNN', inner_scale_connection=False), 37, 45),
+    'conv_unit_scales3': (_tiny(recurrent_unit='Conv', num_scales=3), 67, 93),
+    'scales2_no_dense': (_tiny(num_scales=2, dense_connection=False), 37, 45),
+    'no_cross_scale_no_skip': (
+        _tiny(cross_scale=False, skip_connection=False), 67, 93),
+    'scales1': (_tiny(num_scales=1), 37, 45),
+    'single': (_tiny(single=True), 37, 45),
+    'paper': (_tiny_paper(), 67, 93),
+    'gru_unrolled_blocks': (_tiny(scan_blocks=False), 32, 32),
 }
 
 
-@pytest.mark.parametrize('name', sorted(VARIANTS))
-def test_variant_matches_twin_at_odd_size(name):
-  _assert_parity(_parity(VARIANTS[name], 37, 45,
-                         check_method=name in ('bgr', 'single')))
-
-
-@pytest.mark.parametrize('height, width', MORE_SIZES)
-@pytest.mark.parametrize('name', ['gru', 'lstm', 'paper'])
-def test_matches_twin_across_sizes(name, height, width):
-  _assert_parity(_parity(VARIANTS[name], height, width))
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_reduced_variant_matches_twin(name):
+  config, height, width = CASES[name]
+  _assert_parity(_parity(config, height, width,
+                         check_method=name in ('gru_bgr', 'single')))
 
 
 @pytest.mark.slow
 def test_official_preset_matches_twin():
   _assert_parity(_parity(preset('official'), 32, 32, batch=1))
-
-
-@pytest.mark.slow
-def test_paper_preset_matches_twin():
-  _assert_parity(_parity(preset('paper'), 37, 45, batch=1))
 
 
 def _pad_like_the_model(images, size):
@@ -231,9 +233,8 @@ def _pad_like_the_model(images, size):
   return images
 
 
-@pytest.mark.parametrize('height, width', [(20, 27), (7, 40), (1, 1)])
-def test_small_inputs_equal_the_twin_on_padded_then_cropped_input(height,
-                                                                  width):
+def test_small_input_equals_the_twin_on_padded_then_cropped_input():
+  height, width = 7, 27  # rows padded by edge (25 >= 7), columns by reflect
   config = _tiny()  # runs natively from 32 x 32
   torch.manual_seed(0)
   twin = build_torch_model(config)
@@ -241,10 +242,12 @@ def test_small_inputs_equal_the_twin_on_padded_then_cropped_input(height,
   rainy = np.random.default_rng(0).random((1, height, width, 3),
                                           dtype=np.float32)
   with jax.default_matmul_precision('highest'):
-    derained = build_model(config).apply({'params': params}, rainy)
+    derained = _run_jitted(build_model(config).apply, {'params': params},
+                           rainy)
   padded = _pad_like_the_model(
       torch.from_numpy(np.ascontiguousarray(rainy.transpose(0, 3, 1, 2))), 32)
   with torch.no_grad():
     expected = twin(padded)[:, :, :height, :width].numpy().transpose(0, 2, 3, 1)
   assert derained.shape == rainy.shape
-  assert _max_abs(derained, expected) <= TOLERANCE
+  difference, _ = _compare(derained, expected)
+  assert difference <= TOLERANCE, difference
