@@ -1,4 +1,6 @@
 """Specifies the DCSFN module: sizes, parameter layout, variants and config."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -287,3 +289,18 @@ def test_scanned_blocks_equal_unrolled_blocks_with_gradients(variant):
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads_a),
                           jax.tree.leaves(grads_b)):
     np.testing.assert_allclose(a, b, atol=1e-6 * scale, err_msg=str(path))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_output_close():
+  images = jax.random.uniform(jax.random.key(0), (1, 16, 16, 3))
+  model32 = models.build_model(tiny(num_scales=2))
+  params = models.init_params(model32, jax.random.key(1), images.shape)
+  model16 = models.build_model(tiny(num_scales=2, dtype='bfloat16'))
+  rain = lambda model: jax.jit(functools.partial(
+      model.apply, method='rain_estimate'))({'params': params}, images)
+  with jax.default_matmul_precision('highest'):
+    rain32 = rain(model32)
+  rain16 = rain(model16)
+  assert rain16.dtype == jnp.float32
+  difference = float(jnp.abs(rain16 - rain32).max())
+  assert 0 < difference < 2e-2, difference  # > 0: bfloat16 really ran.
