@@ -62,7 +62,8 @@ def test_import_cli_writes_a_bgr_checkpoint_that_matches_the_twin(
 
   rgb = np.random.default_rng(0).random((1, 37, 45, 3), dtype=np.float32)
   with jax.default_matmul_precision('highest'):
-    derained = build_model(config.model).apply({'params': params}, rgb)
+    derained = jax.jit(build_model(config.model).apply)({'params': params},
+                                                         rgb)
   with torch.no_grad():
     bgr_in = torch.from_numpy(np.ascontiguousarray(
         rgb.transpose(0, 3, 1, 2)[:, ::-1]))
