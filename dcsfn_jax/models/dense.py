@@ -79,11 +79,12 @@ class _DenseStack(nn.Module):
     kernels = [params[f'conv1x1_{k}']['kernel'][0, 0] for k in range(num_blocks)]
     biases = jnp.stack([params[f'conv1x1_{k}']['bias'] for k in range(num_blocks)])
     input_weights = jnp.stack([w[:channels] for w in kernels], axis=1)
-    zeros = jnp.zeros((channels, channels), kernels[0].dtype)
+    # Block k's rows for t_0..t_k, zero-padded to L steps (zeros for s > k);
+    # one pad per block keeps the graph, and its compile time, small.
     step_weights = jnp.stack([
-        jnp.stack([kernels[k][(s + 1) * channels:(s + 2) * channels]
-                   if k >= s else zeros for k in range(num_blocks)], axis=1)
-        for s in range(num_blocks)])  # [step s, C in, block k, C out]
+        jnp.pad(w[channels:].reshape(k + 1, channels, channels),
+                ((0, num_blocks - k - 1), (0, 0), (0, 0)))
+        for k, w in enumerate(kernels)], axis=2)  # [step s, C in, block k, C out]
     dtype = jnp.dtype(config.dtype)
     # Partial sums stay float32 whatever the compute dtype.
     partial_sums = jnp.einsum('bhwc,ckd->bhwkd', x, input_weights.astype(dtype),
