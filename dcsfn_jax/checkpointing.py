@@ -9,10 +9,14 @@ Layouts (every directory below is one orbax composite checkpoint):
 
 A step that was being written when the process died stays in a temporary
 directory that orbax never lists, so the previous step is used.
+
+Every directory may be local or a URL (gs://bucket/run): paths go through
+etils.epath, and only local ones are made absolute (orbax needs that).
 """
 import json
 import os
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -25,6 +29,15 @@ _PARAMS = 'params'
 _TRAIN_STATE = 'train_state'
 _DATA_ITERATOR = 'data_iterator'
 _CONFIG = 'config'
+
+
+def as_path(path):
+  """`path` as an epath.Path: a URL (gs://...) unchanged, a local path made
+  absolute. os.path.abspath would turn gs://b/run into CWD/gs:/b/run."""
+  path = os.fspath(path)
+  if '://' in path:
+    return epath.Path(path)
+  return epath.Path(os.path.abspath(path))
 
 
 def _best_metric(metrics):
@@ -56,8 +69,7 @@ def make_manager(workdir, *, save_interval_steps, keep=3, async_save=True):
   """A CheckpointManager in WORKDIR/checkpoints keeping the latest `keep`
   steps plus the best one by eval PSNR (pass metrics={'psnr': ...} to `save`).
   """
-  directory = os.path.join(os.path.abspath(os.fspath(workdir)),
-                           CHECKPOINTS_SUBDIR)
+  directory = as_path(workdir) / CHECKPOINTS_SUBDIR
   return ocp.CheckpointManager(
       directory,
       options=_options(save_interval_steps=save_interval_steps, keep=keep,
@@ -138,7 +150,7 @@ def save_pretrained(directory, params, config):
   if 'model' not in config:
     raise ValueError('save_pretrained needs the full config with a `model` '
                      f'field; got fields {sorted(config.keys())}.')
-  directory = os.path.abspath(os.fspath(directory))
+  directory = as_path(directory)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
     checkpointer.save(
         directory,
@@ -149,8 +161,7 @@ def save_pretrained(directory, params, config):
 
 
 def _is_checkpoint(path):
-  return (os.path.isdir(os.path.join(path, _PARAMS))
-          and os.path.isdir(os.path.join(path, _CONFIG)))
+  return (path / _PARAMS).is_dir() and (path / _CONFIG).is_dir()
 
 
 def resolve(path, prefer='latest'):
@@ -163,14 +174,14 @@ def resolve(path, prefer='latest'):
   """
   if prefer not in ('latest', 'best'):
     raise ValueError(f"prefer must be 'latest' or 'best', got {prefer!r}.")
-  path = os.path.abspath(os.fspath(path))
-  if not os.path.isdir(path):
+  path = as_path(path)
+  if not path.is_dir():
     raise FileNotFoundError(f'No checkpoint at {path}: no such directory.')
   if _is_checkpoint(path):
-    return path
+    return str(path)
   steps_dir = path
-  if os.path.isdir(os.path.join(path, CHECKPOINTS_SUBDIR)):
-    steps_dir = os.path.join(path, CHECKPOINTS_SUBDIR)
+  if (path / CHECKPOINTS_SUBDIR).is_dir():
+    steps_dir = path / CHECKPOINTS_SUBDIR
   manager = ocp.CheckpointManager(steps_dir,
                                   options=_options(read_only=True))
   step = manager.best_step() if prefer == 'best' else manager.latest_step()
@@ -178,12 +189,12 @@ def resolve(path, prefer='latest'):
     step = manager.latest_step()  # no eval has run yet
   manager.close()
   if step is None:
-    found = sorted(os.listdir(path))[:10]
+    found = sorted(child.name for child in path.iterdir())[:10]
     raise FileNotFoundError(
         f'No checkpoint at {path}: expected a training workdir (with '
         f'{CHECKPOINTS_SUBDIR}/STEP/), a step directory or a save_pretrained '
         f"directory (with '{_PARAMS}/' and '{_CONFIG}/'), found {found}.")
-  return os.path.join(steps_dir, str(step))
+  return str(steps_dir / str(step))
 
 
 def load_pretrained(path, prefer='latest'):
@@ -198,10 +209,10 @@ def load_pretrained(path, prefer='latest'):
     `parallel.replicate` or pass them straight to a jitted apply), config the
     ConfigDict saved with them (`config.model` is the model config).
   """
-  directory = resolve(path, prefer)
+  directory = as_path(resolve(path, prefer))
   with ocp.StandardCheckpointer() as reader:
     params_metadata = reader.metadata(
-        os.path.join(directory, _PARAMS)).item_metadata.tree
+        directory / _PARAMS).item_metadata.tree
   restore_args = jax.tree.map(
       lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_metadata)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:

@@ -7,7 +7,8 @@ r"""Trains DCSFN with the released recipe, from one CPU to many hosts.
 The run resumes by itself from the newest checkpoint in --workdir. Otherwise
 it starts from --config.init_from (any checkpoint, params only), else from a
 fresh initialisation. The workdir receives checkpoints/, tensorboard/,
-metrics.jsonl and panels/ (rainy | derained | clean at each eval).
+metrics.jsonl and panels/ (rainy | derained | clean at each eval). It may be
+a URL such as gs://bucket/run (with gcsfs and google-cloud-storage installed).
 
 One jitted step over a 1-D mesh of every device of every process: the state
 is replicated, the batch split along 'data', the old state donated.
@@ -46,8 +47,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     'configs/rain100h.py:paper. Override fields with --config.FIELD=VALUE.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Directory for checkpoints, logs and panels; a run '
-    'resumes from the newest checkpoint found here.')
+    'workdir', None, 'Directory (or URL, e.g. gs://bucket/run) for '
+    'checkpoints, logs and panels; a run resumes from the newest checkpoint '
+    'found here.')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0 for a multi-process '
     'run (default $JAX_COORDINATOR_ADDRESS, or SLURM/TPU auto-detection).')
@@ -302,53 +304,69 @@ def evaluate(eval_fn, params, eval_source, *, num_panels=0):
 
 
 class _Logger:
-  """metrics.jsonl, TensorBoard and panels, written by process 0 only."""
+  """metrics.jsonl, TensorBoard and panels, written by process 0 only.
 
-  def __init__(self, workdir):
+  The workdir may be an epath.Path to an object store (gs://), where files
+  cannot be appended to: metrics.jsonl is kept in memory and rewritten whole
+  at each write, through a temporary file and a rename so that a kill
+  mid-write never truncates it. A resumed run keeps the lines of the steps
+  its checkpoint holds and drops those of the steps it is about to redo.
+  """
+
+  def __init__(self, workdir, start_step):
     self._active = jax.process_index() == 0
     self._workdir = workdir
+    self._jsonl = workdir / 'metrics.jsonl'
     if self._active:
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      self._lines = []
+      if self._jsonl.exists():
+        self._lines = [line + '\n' for line in
+                       self._jsonl.read_text().splitlines()
+                       if line and json.loads(line)['step'] <= start_step]
       self._writer = tensorboardX.SummaryWriter(
-          os.path.join(workdir, 'tensorboard'))
+          os.fspath(workdir / 'tensorboard'))
 
   def scalars(self, step, values):
     if not self._active:
       return
     for name, value in values.items():
       self._writer.add_scalar(name, value, step)
-    self._jsonl.write(json.dumps({'step': step, **values}) + '\n')
-    self._jsonl.flush()
+    self._lines.append(json.dumps({'step': step, **values}) + '\n')
+    partial = self._jsonl.with_name(self._jsonl.name + '.tmp')
+    partial.write_text(''.join(self._lines))
+    partial.replace(self._jsonl)
 
   def panels(self, step, panels):
     if not self._active:
       return
-    folder = os.path.join(self._workdir, 'panels')
-    os.makedirs(folder, exist_ok=True)
+    folder = self._workdir / 'panels'
+    folder.mkdir(parents=True, exist_ok=True)
     for index, (name, panel) in enumerate(panels):
       stem = os.path.splitext(os.path.basename(name))[0]
-      Image.fromarray(panel).save(
-          os.path.join(folder, f'step{step:07d}_{stem}.png'))
+      with (folder / f'step{step:07d}_{stem}.png').open('wb') as file:
+        Image.fromarray(panel).save(file, format='PNG')
       self._writer.add_image(f'eval/panel_{index}', panel, step,
                              dataformats='HWC')
     self._writer.flush()
 
   def close(self):
     if self._active:
-      self._jsonl.close()
       self._writer.close()
 
 
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir` (resuming if possible), evaluating as set.
 
+  `workdir` is a local path or a URL that etils.epath, orbax and tensorboardX
+  write to (gs://bucket/run; GCS needs gcsfs and google-cloud-storage).
+
   Returns:
     The last eval metrics (official protocol): 'psnr', 'ssim', 'input_psnr',
     'input_ssim', 'images', plus 'step'.
   """
   train_config.validate(config)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = checkpointing.as_path(workdir)  # local or a URL such as gs://
+  workdir.mkdir(parents=True, exist_ok=True)
   train_source, eval_source = _load_sources(config)
   _check_against_data(config, train_source, eval_source)
   total_steps, schedule = _schedule(config, len(train_source))
@@ -374,7 +392,7 @@ def train_and_evaluate(config, workdir):
   step_fn = make_train_step(model, optimizer, schedule, config, mesh)
   eval_fn = _eval_fn(model)
 
-  logger = _Logger(workdir)
+  logger = _Logger(workdir, start_step)
   logging.info('Training %s on %s/%s (%d pairs) for %d steps, batch %d over '
                '%d devices, from step %d.', config.dataset, config.dataset,
                config.train_split, len(train_source), total_steps,
