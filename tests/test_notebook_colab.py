@@ -72,6 +72,15 @@ def test_only_colab_only_steps_are_skipped_outside_colab():
           f'google.colab:\n{cell.source}')
 
 
+def test_install_keeps_pips_python_version_check():
+  # pyproject's requires-python admits Colab's Python, so a waiver would only
+  # hide a real mismatch.
+  notebook = _read()
+  for index, cell in enumerate(notebook.cells):
+    assert '--ignore-requires-python' not in cell.source, (
+        f'cell {index} still waives requires-python when installing')
+
+
 @pytest.mark.slow
 def test_notebook_runs_on_cpu_with_the_smoke_setting(tmp_path):
   from nbclient import NotebookClient  # pylint: disable=g-import-not-at-top
