@@ -16,11 +16,14 @@ etils.epath, and only local ones are made absolute (orbax needs that).
 import json
 import os
 
+from absl import logging
 from etils import epath
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+
+from dcsfn_jax import models
 
 CHECKPOINTS_SUBDIR = 'checkpoints'
 BEST_METRIC = 'psnr'
@@ -76,6 +79,42 @@ def make_manager(workdir, *, save_interval_steps, keep=3, async_save=True):
                        async_save=async_save))
 
 
+# The presets a saved model config is matched against to fill its missing
+# fields (models.preset names).
+_MODEL_PRESETS = ('official', 'paper')
+
+
+def _complete_config(saved, source):
+  """The saved config as a ConfigDict, its model config completed.
+
+  A checkpoint written before a model-config field existed lacks it: each
+  missing field takes its default from the preset closest to the saved
+  fields, and is logged. Fields this version does not know are an error.
+  """
+  config = ml_collections.ConfigDict(saved)
+  if 'model' not in config:
+    raise ValueError(f'{source} holds no model config (config.model); it was '
+                     'not written by dcsfn_jax.checkpointing.')
+  presets = {name: models.preset(name) for name in _MODEL_PRESETS}
+  unknown = sorted(set(config.model.keys()) - set(presets['official'].keys()))
+  if unknown:
+    raise ValueError(
+        f'{source}: the saved model config has field(s) {unknown} that this '
+        'dcsfn_jax does not know; it was written by a newer or modified '
+        'version.')
+  closest = max(presets, key=lambda name: sum(
+      presets[name][field] == value for field, value in config.model.items()))
+  missing = {field: presets[closest][field]
+             for field in presets[closest].keys() if field not in config.model}
+  if missing:
+    logging.warning(
+        '%s predates model-config field(s) %s; using the %r preset\'s '
+        'defaults %s.', source, sorted(missing), closest, missing)
+    for field, value in missing.items():
+      config.model[field] = value
+  return config
+
+
 def config_to_dict(config):
   """A JSON-able dict of a ConfigDict (tuples become lists)."""
   return json.loads(config.to_json_best_effort())
@@ -121,7 +160,8 @@ def restore(manager, step, *, abstract_params, abstract_train_state):
       with the shardings wanted now (any device count).
 
   Returns:
-    dict with 'params', 'train_state', 'data_state' and 'config' (ConfigDict).
+    dict with 'params', 'train_state', 'data_state' and 'config' (ConfigDict,
+    model config completed as in `load_pretrained`).
   """
   restored = manager.restore(
       step,
@@ -135,7 +175,8 @@ def restore(manager, step, *, abstract_params, abstract_train_state):
       'params': restored[_PARAMS],
       'train_state': restored[_TRAIN_STATE],
       'data_state': restored[_DATA_ITERATOR],
-      'config': ml_collections.ConfigDict(restored[_CONFIG]),
+      'config': _complete_config(restored[_CONFIG],
+                                 f'{manager.directory} step {step}'),
   }
 
 
@@ -207,7 +248,8 @@ def load_pretrained(path, prefer='latest'):
   Returns:
     (params, config): params as a pytree of host numpy arrays (place them with
     `parallel.replicate` or pass them straight to a jitted apply), config the
-    ConfigDict saved with them (`config.model` is the model config).
+    ConfigDict saved with them (`config.model` is the model config, with
+    fields added since it was saved filled from the closest preset).
   """
   directory = as_path(resolve(path, prefer))
   with ocp.StandardCheckpointer() as reader:
@@ -222,4 +264,4 @@ def load_pretrained(path, prefer='latest'):
             _PARAMS: ocp.args.PyTreeRestore(restore_args=restore_args),
             _CONFIG: ocp.args.JsonRestore(),
         }))
-  return restored[_PARAMS], ml_collections.ConfigDict(restored[_CONFIG])
+  return restored[_PARAMS], _complete_config(restored[_CONFIG], directory)

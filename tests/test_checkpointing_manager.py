@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from dcsfn_jax import checkpointing
+from dcsfn_jax import models
 from dcsfn_jax import parallel
 
-_CONFIG = ml_collections.ConfigDict({'model': {'channels': 4}, 'seed': 0})
+_CONFIG = ml_collections.ConfigDict({'model': models.preset('paper'),
+                                     'seed': 0})
 
 
 def _state(mesh, value):
@@ -111,4 +113,20 @@ def test_restores_onto_a_different_device_count(tmp_path, saved_on,
       np.asarray(restored['train_state']['rng']),
       np.asarray(jax.random.key_data(jax.random.key(3))))
   assert restored['data_state'] == {'position': 3}
-  assert restored['config'].model.channels == 4
+  assert restored['config'].to_dict() == _CONFIG.to_dict()
+
+
+def test_restore_fills_model_fields_added_after_saving(tmp_path):
+  mesh = parallel.make_mesh()
+  old_config = ml_collections.ConfigDict(_CONFIG.to_dict())
+  del old_config.model['scan_blocks']
+  params, train_state = _state(mesh, 1.0)
+  manager = checkpointing.make_manager(tmp_path, save_interval_steps=1)
+  checkpointing.save(manager, 1, params=params, train_state=train_state,
+                     data_state={}, config=old_config, force=True)
+  manager.wait_until_finished()
+  restored = checkpointing.restore(
+      manager, 1, abstract_params=_abstract(params, mesh),
+      abstract_train_state=_abstract(train_state, mesh))
+  manager.close()
+  assert restored['config'].to_dict() == _CONFIG.to_dict()

@@ -1,4 +1,6 @@
 """save_pretrained / load_pretrained: the inference checkpoint contract."""
+import json
+import logging
 import os
 
 import jax.numpy as jnp
@@ -7,12 +9,15 @@ import numpy as np
 import pytest
 
 from dcsfn_jax import checkpointing
+from dcsfn_jax import models
 
 
-def _config():
+def _config(preset='official'):
+  model = models.preset(preset)
+  model.update(channels=4, num_blocks=2)
   return ml_collections.ConfigDict({
-      'model': {'channels': 4, 'num_blocks': 2, 'recurrent_unit': 'GRU'},
-      'dataset': 'synthetic_rain', 'batch_size': 2, 'patch_size': 32,
+      'model': model, 'dataset': 'synthetic_rain', 'batch_size': 2,
+      'patch_size': 32,
   })
 
 
@@ -51,3 +56,35 @@ def test_error_names_the_path_and_what_was_found(tmp_path):
   assert str(tmp_path) in str(error.value)
   with pytest.raises(FileNotFoundError, match='no such directory'):
     checkpointing.load_pretrained(os.path.join(tmp_path, 'missing'))
+
+
+def _edit_saved_model_config(directory, edit):
+  """Rewrites the config JSON that save_pretrained stored in `directory`."""
+  path = directory / 'config' / 'metadata'
+  saved = json.loads(path.read_text())
+  edit(saved['model'])
+  path.write_text(json.dumps(saved))
+
+
+@pytest.mark.parametrize('preset', ['official', 'paper'])
+def test_fields_added_after_saving_take_the_preset_default(tmp_path, caplog,
+                                                           preset):
+  directory = tmp_path / 'saved_before_scan_blocks'
+  checkpointing.save_pretrained(directory, _params(), _config(preset))
+  # What a checkpoint from before `scan_blocks` existed holds.
+  _edit_saved_model_config(directory, lambda model: model.pop('scan_blocks'))
+  with caplog.at_level(logging.WARNING):
+    _, config = checkpointing.load_pretrained(directory)
+  assert config.model.to_dict() == _config(preset).model.to_dict()
+  models.validate(config.model)
+  assert 'scan_blocks' in caplog.text and repr(preset) in caplog.text
+
+
+def test_unknown_model_fields_are_still_rejected(tmp_path):
+  directory = tmp_path / 'from_the_future'
+  checkpointing.save_pretrained(directory, _params(), _config())
+  _edit_saved_model_config(directory,
+                           lambda model: model.update(warp_factor=9))
+  with pytest.raises(ValueError, match='warp_factor') as error:
+    checkpointing.load_pretrained(directory)
+  assert str(directory) in str(error.value)
