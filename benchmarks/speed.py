@@ -258,8 +258,10 @@ def _read(worker: subprocess.Popen, what: str) -> dict:
 
 
 def _run_case(case: str, peak_gflops: float) -> dict:
-  workers = {fw: _start_worker(fw, case) for fw in _FRAMEWORKS.value}
-  results = {fw: _read(w, 'compiling/warming up') for fw, w in workers.items()}
+  workers, results = {}, {}
+  for fw in _FRAMEWORKS.value:  # One at a time, so compiles are not contended.
+    workers[fw] = _start_worker(fw, case)
+    results[fw] = _read(workers[fw], 'compiling/warming up')
   times = {fw: [] for fw in workers}
   for _ in range(_REPEATS.value):
     for fw, worker in workers.items():  # Alternate, one run each in turn.
