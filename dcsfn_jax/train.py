@@ -17,7 +17,9 @@ import functools
 import json
 import logging as std_logging
 import os
+import socket
 import time
+import zlib
 
 from absl import app
 from absl import flags
@@ -112,19 +114,55 @@ def _load_split(config, split):
     raise train_config.ConfigError(str(error)) from error
 
 
+def _is_prepared(config):
+  try:
+    _load_split(config, config.train_split)
+  except data.DatasetNotPreparedError:
+    return False
+  return True
+
+
+def _prepare(config):
+  logging.info('Preparing %s in %s on process %d.', config.dataset,
+               config.data_dir or 'the default data_dir', jax.process_index())
+  data.prepare(config.dataset, data_dir=config.data_dir or None)
+
+
+def _prepare_where_missing(config):
+  """Builds synthetic_rain for every process that cannot read it.
+
+  Process 0 builds first, alone, so a data_dir that all hosts share is
+  written once. Then, while some process still lacks the data (a node-local
+  data_dir), the first such process on each host builds it: one per host at a
+  time, since two builds into one directory would clobber each other. The
+  dataset depends only on its default options and seed, so every host holds
+  the same pairs. Every process takes part in the collectives.
+  """
+  if jax.process_index() == 0 and not _is_prepared(config):
+    _prepare(config)
+  if jax.process_count() == 1:
+    return
+  multihost_utils.sync_global_devices('synthetic_rain built by process 0')
+  host = zlib.crc32(socket.gethostname().encode()) & 0x7FFFFFFF
+  for _ in range(jax.process_count()):
+    lacking = multihost_utils.process_allgather(
+        np.asarray([not _is_prepared(config), host], np.int32))
+    first_lacking_per_host = {}
+    for index, (missing, host_id) in enumerate(lacking.tolist()):
+      if missing:
+        first_lacking_per_host.setdefault(host_id, index)
+    if not first_lacking_per_host:
+      return
+    if jax.process_index() in first_lacking_per_host.values():
+      _prepare(config)
+    multihost_utils.sync_global_devices('synthetic_rain built on each host')
+
+
 def _load_sources(config):
   """(train, eval) random-access sources; builds synthetic_rain if asked."""
-  try:
-    train_source = _load_split(config, config.train_split)
-  except data.DatasetNotPreparedError:
-    if not config.prepare_data:
-      raise
-    logging.info('Preparing %s in %s (first run only).', config.dataset,
-                 config.data_dir or 'the default data_dir')
-    if jax.process_index() == 0:
-      data.prepare(config.dataset, data_dir=config.data_dir or None)
-    multihost_utils.sync_global_devices('dataset prepared')
-    train_source = _load_split(config, config.train_split)
+  if config.prepare_data:
+    _prepare_where_missing(config)
+  train_source = _load_split(config, config.train_split)
   eval_source = _load_split(config, config.eval_split)
   if config.eval_max_images != -1:
     eval_source = _Head(eval_source, config.eval_max_images)

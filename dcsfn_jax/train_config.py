@@ -22,7 +22,8 @@ def base_config(model_preset='official'):
   config.model = models.preset(model_preset)
   config.dataset = ''              # a dcsfn_jax.data catalog name
   config.data_dir = ''             # '' -> the data package's default
-  config.prepare_data = False      # build synthetic_rain if it is missing
+  config.prepare_data = False      # build synthetic_rain wherever it is missing
+                                   # (each host with a node-local data_dir)
   config.train_split = 'train'
   config.eval_split = 'test'
 
