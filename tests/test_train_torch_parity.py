@@ -42,9 +42,8 @@ def test_adam_step_matches_the_torch_twin():
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = models.build_model(config.model)
   optimizer = optax.adam(_LR)
-  state = jax.jit(lambda: train.create_train_state(
-      model, optimizer, config.patch_size, jax.random.key(1)),
-                  out_shardings=parallel.replicated(mesh))()
+  state = parallel.replicate(train.create_train_state(
+      model, optimizer, config.patch_size, jax.random.key(1)), mesh)
   initial = jax.device_get(state['params'])
   step = train.make_train_step(model, optimizer, lambda _: _LR, config, mesh)
   state, metrics = step(state, parallel.shard_batch(batch, mesh))
