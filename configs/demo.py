@@ -8,13 +8,14 @@ photos) in --config.data_dir (default: tfds' ~/tensorflow_datasets), trains
 1000 steps, evaluates on the 8 held-out test photos at full size and writes
 panels (rainy | derained | clean) to WORKDIR/panels/.
 
-Measured (2026-11-25, the command above with
---config.data_dir=/tmp/demo_fresh_data, i.e. data built from scratch; 2 CPU
-cores shared with other jobs, load average 5.7 at the start and 3.7 at the
-end): 4 min 47 s wall (259 s user + 25 s system CPU, 1.8 GB peak RSS),
-of which data preparation ~50 s. Official protocol, 8 test photos: derained
-25.18 dB PSNR / 0.820 SSIM against rainy inputs 20.47 dB / 0.650, a gain of
-+4.71 dB. docs/demo_panel.png is one panel from that run.
+Measured (2026-11-25, AMD EPYC, 2 CPU cores, otherwise idle): on a fresh
+clone with an empty TFDS_DATA_DIR, `pip install -e .` plus this command took
+2 min 41 s wall (data preparation included). Official protocol, 8 test
+photos: derained 24.91 dB PSNR / 0.785 SSIM against rainy inputs
+20.47 dB / 0.650, a gain of +4.44 dB. An earlier run of the same config
+(before the host-side initialisation, on 2 cores shared with other jobs) took
+4 min 47 s and reached 25.18 dB / 0.820 (+4.71 dB); docs/demo_panel.png is
+one panel from that run.
 
 Departures from the released recipe, to fit a few CPU minutes: a smaller
 network (16 channels, 2 blocks per encoder/decoder, 2 ICB scales, one conv
