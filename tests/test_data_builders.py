@@ -335,3 +335,15 @@ def test_prenet_tolerates_exactly_the_allowed_unused_backgrounds(tmp_path):
   for allowed in (0, 1, 3):
     with pytest.raises(layouts.DatasetLayoutError, match='norain-5.png'):
       layouts.find_prenet(tmp_path, allowed_unused_clean=allowed)
+
+
+def test_empty_data_dir_means_the_tfds_default(synthetic_data_dir, monkeypatch):
+  # A config's unset data_dir is '' (ml_collections fields are typed); it must
+  # resolve like None, to tfds's default ($TFDS_DATA_DIR, read by tfds at
+  # import), not to a folder named ''.
+  from tensorflow_datasets.core import constants
+  monkeypatch.setattr(constants, 'DATA_DIR', str(synthetic_data_dir))
+  from_default = load_split('synthetic_rain', 'test', '')
+  explicit = load_split('synthetic_rain', 'test', synthetic_data_dir)
+  assert len(from_default) == len(explicit) > 0
+  np.testing.assert_array_equal(from_default[0]['rainy'], explicit[0]['rainy'])

@@ -37,6 +37,7 @@ def prepare(dataset: str, *, manual_dir=None, data_dir=None,
   Layout problems are found before anything is written; a failure while
   writing (a corrupt image, a size mismatch) leaves no dataset behind.
   """
+  data_dir = data_dir or None  # '' (a config's unset data_dir): tfds default
   if dataset not in catalog.SPECS:
     raise ValueError(f'Unknown dataset {dataset!r}; choose one of '
                      f'{", ".join(catalog.SPECS)}.')

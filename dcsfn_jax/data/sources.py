@@ -82,6 +82,7 @@ def load_split(dataset: str, split: str,
   if dataset not in catalog.SPECS:
     raise ValueError(f'Unknown dataset {dataset!r}; choose one of '
                      f'{", ".join(catalog.SPECS)}.')
+  data_dir = data_dir or None  # '' (a config's unset data_dir): tfds default
   builder = builders.Derain(config=dataset, data_dir=data_dir)
   if not builder.is_prepared():
     raise DatasetNotPreparedError(
