@@ -55,40 +55,9 @@ Examples
 EOF
 }
 
-die() {
-  echo "gpu.sh: $*" >&2
-  echo "Run 'launch/gpu.sh --help' for the commands and flags." >&2
-  exit 2
-}
-
-# Quotes one word for a POSIX shell, leaving plain words as they are, so that
-# the dry-run output can be pasted into a shell.
-quote() {
-  case "$1" in
-    '') printf "''" ;;
-    *[!A-Za-z0-9_@%+=:,./-]*) printf "'%s'" "${1//\'/\'\\\'\'}" ;;
-    *) printf '%s' "$1" ;;
-  esac
-}
-
-# Joins words into one shell command line, each quoted as needed.
-join_quoted() {
-  local word line=''
-  for word in "$@"; do
-    line+="${line:+ }$(quote "${word}")"
-  done
-  printf '%s' "${line}"
-}
-
-# Runs a command, or prints it under --dry-run.
-run() {
-  if (( DRY_RUN )); then
-    join_quoted "$@"
-    echo
-  else
-    "$@"
-  fi
-}
+readonly SCRIPT_NAME=gpu.sh
+# shellcheck source=SCRIPTDIR/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 require_positive_int() {
   local flag="$1" value="$2"

@@ -21,6 +21,7 @@ import pytest
 LAUNCH = pathlib.Path(__file__).resolve().parent.parent / 'launch'
 TPU_VM = LAUNCH / 'tpu_vm.sh'
 GPU = LAUNCH / 'gpu.sh'
+COMMON = LAUNCH / 'common.sh'
 
 # Every stand-in appends one JSON line {name, args, cwd, env} to $LAUNCH_CALLS.
 # Names with extra behaviour:
@@ -168,10 +169,13 @@ def _shellcheck():
   return found
 
 
-@pytest.mark.parametrize('script', [TPU_VM, GPU], ids=lambda p: p.name)
+@pytest.mark.parametrize('script', [TPU_VM, GPU, COMMON],
+                         ids=lambda p: p.name)
 def test_script_passes_shellcheck(script):
-  result = subprocess.run([_shellcheck(), '--severity=style', str(script)],
-                          capture_output=True, text=True)
+  # -x follows `source launch/common.sh`, so the shared helpers are checked in
+  # the context of each script that uses them.
+  result = subprocess.run([_shellcheck(), '-x', '--severity=style',
+                           str(script)], capture_output=True, text=True)
   assert result.returncode == 0, result.stdout + result.stderr
 
 
