@@ -24,3 +24,14 @@ def synthetic_data_dir(tmp_path_factory):
   from dcsfn_jax.data import prepare_synthetic  # pylint: disable=g-import-not-at-top
   return prepare_synthetic(tmp_path_factory.mktemp('synthetic_data'),
                            max_size=72, num_train=8, num_test=2)
+
+
+@pytest.fixture(scope='module')
+def fast_compiles():
+  """Unoptimised XLA for one test module: tiny models compile several times
+  faster. Use with `pytestmark = pytest.mark.usefixtures('fast_compiles')`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)

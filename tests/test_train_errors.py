@@ -2,7 +2,6 @@
 import importlib.util
 import pathlib
 
-import jax
 import pytest
 
 from dcsfn_jax import checkpointing
@@ -12,13 +11,7 @@ from dcsfn_jax import train_config
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def fast_compiles():
-  """Unoptimised XLA: the tiny models compile several times faster."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def _smoke_config(data_dir):

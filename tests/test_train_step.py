@@ -11,13 +11,7 @@ from dcsfn_jax import train
 from dcsfn_jax import train_config
 
 
-@pytest.fixture(autouse=True, scope='module')
-def fast_compiles():
-  """Unoptimised XLA: the tiny models compile several times faster."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def _tiny_config():

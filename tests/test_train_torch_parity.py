@@ -18,13 +18,7 @@ from released_ssim import released_ssim  # pylint: disable=g-import-not-at-top,w
 _LR = 5e-4
 
 
-@pytest.fixture(autouse=True, scope='module')
-def fast_compiles():
-  """Unoptimised XLA: the tiny models compile several times faster."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def test_adam_step_matches_the_torch_twin():

@@ -10,7 +10,6 @@ import json
 import os
 import pathlib
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -22,13 +21,7 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 _URL = 'gs://bucket/run'
 
 
-@pytest.fixture(autouse=True, scope='module')
-def fast_compiles():
-  """Unoptimised XLA: the tiny models compile several times faster."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 @pytest.fixture
