@@ -93,13 +93,14 @@ def _peak_rss_gb() -> float:
 
 
 def _jax_case(case, config, shape, devices):
-  """Returns (run_once, info) for JAX; run_once blocks until done."""
+  """Returns (run_once, info, count_flops) for JAX; run_once blocks until
+  done."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import losses, models  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models, train  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.train_config import base_config as base_train_config  # pylint: disable=g-import-not-at-top
 
   model = models.build_model(config)
   rng = np.random.default_rng(0)
@@ -112,27 +113,25 @@ def _jax_case(case, config, shape, devices):
   batch_sharding = NamedSharding(mesh, PartitionSpec('data' if split else None))
   replicated = NamedSharding(mesh, PartitionSpec())
   rainy, clean = (jax.device_put(a, batch_sharding) for a in (rainy, clean))
-  params = jax.device_put(params, replicated)
+  params = jax.device_put(models.stack_blocks(params) if config.scan_blocks
+                          else params, replicated)
 
-  if case == 'train':
+  if case == 'train':  # The trainer's own step, state and layout.
+    train_config = base_train_config()
+    train_config.model = config
     optimizer = optax.adam(5e-4)
-
-    def step(params, opt_state, rainy, clean):
-      def loss_fn(p):
-        return losses.derain_loss(model.apply({'params': p}, rainy), clean)[0]
-      loss, grads = jax.value_and_grad(loss_fn)(params)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, loss
-
-    state = [params, jax.device_put(optimizer.init(params), replicated)]
+    step_fn = train.make_train_step(model, optimizer, lambda _: 5e-4,
+                                    train_config, mesh)
+    state = [jax.device_put(train.create_train_state(
+        model, optimizer, shape[1], jax.random.key(0)), replicated)]
+    batch = {'rainy': rainy, 'clean': clean}
     start = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
-        *state, rainy, clean).compile()
+    compiled = step_fn.lower(state[0], batch).compile()
     compile_s = time.perf_counter() - start
 
     def run_once():
-      state[0], state[1], loss = compiled(state[0], state[1], rainy, clean)
-      loss.block_until_ready()
+      state[0], metrics = compiled(state[0], batch)
+      metrics['loss'].block_until_ready()
   else:
     start = time.perf_counter()
     compiled = jax.jit(model.apply).lower({'params': params}, rainy).compile()
@@ -141,8 +140,8 @@ def _jax_case(case, config, shape, devices):
     def run_once():
       compiled({'params': params}, rainy).block_until_ready()
 
-  return run_once, {'compile_s': compile_s,
-                    'flops': _unrolled_flops(case, config, params, rainy, clean)}
+  count_flops = lambda: _unrolled_flops(case, config, params, rainy, clean)
+  return run_once, {'compile_s': compile_s}, count_flops
 
 
 def _unrolled_flops(case, config, params, rainy, clean) -> float:
@@ -157,6 +156,7 @@ def _unrolled_flops(case, config, params, rainy, clean) -> float:
   config = config.copy_and_resolve_references()
   config.scan_blocks = False
   model = models.build_model(config)
+  params = models.unstack_blocks(params)
   if case == 'train':
     fn = jax.grad(lambda p: losses.derain_loss(
         model.apply({'params': p}, rainy), clean)[0])
@@ -208,7 +208,7 @@ def _torch_case(case, config, shape):
     def run_once():
       with torch.no_grad():
         net(rainy)
-  return run_once, {'compile_s': 0.0, 'flops': 0.0}
+  return run_once, {'compile_s': 0.0}, lambda: 0.0
 
 
 def _worker(spec: str) -> None:
@@ -217,9 +217,10 @@ def _worker(spec: str) -> None:
   config = _model_config(_PRESET.value, _SMOKE.value, _DTYPE.value)
   shape = _shapes(_SMOKE.value)[case]
   if framework == 'jax':
-    run_once, info = _jax_case(case, config, shape, _JAX_DEVICES.value)
+    run_once, info, count_flops = _jax_case(case, config, shape,
+                                            _JAX_DEVICES.value)
   else:
-    run_once, info = _torch_case(case, config, shape)
+    run_once, info, count_flops = _torch_case(case, config, shape)
   for _ in range(_WARMUP.value):
     run_once()
   print(json.dumps({'ready': True, **info}), flush=True)
@@ -230,7 +231,9 @@ def _worker(spec: str) -> None:
       print(json.dumps({'seconds': time.perf_counter() - start}), flush=True)
     else:
       break
-  print(json.dumps({'peak_rss_gb': _peak_rss_gb()}), flush=True)
+  peak_rss_gb = _peak_rss_gb()  # Before lowering the unrolled graph.
+  print(json.dumps({'peak_rss_gb': peak_rss_gb, 'flops': count_flops()}),
+        flush=True)
 
 
 # ------------------------------------------------------------------ parent --

@@ -37,6 +37,7 @@ from dcsfn_jax import images
 from dcsfn_jax import inference
 from dcsfn_jax import models
 from dcsfn_jax import niqe
+from dcsfn_jax import parallel
 
 
 @dataclasses.dataclass
@@ -234,6 +235,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
+  parallel.use_host_cores()
   if not f['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO
   # These are the user's own photos: allow any size, beyond PIL's

@@ -40,6 +40,7 @@ from dcsfn_jax import images
 from dcsfn_jax import inference
 from dcsfn_jax import metrics
 from dcsfn_jax import models
+from dcsfn_jax import parallel
 
 
 def _eval_fn(model_config, protocols):
@@ -320,6 +321,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
+  parallel.use_host_cores()
   if not f['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO
   try:

@@ -87,6 +87,40 @@ def initialize_distributed(coordinator_address=None, num_processes=None,
   return False
 
 
+_HOST_DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
+
+
+def use_host_cores(batch_size=None):
+  """Gives XLA's CPU backend one device per core, so data parallelism on a CPU
+  host uses every core.
+
+  One XLA CPU device keeps only about 1.3 cores busy; one device per core
+  splits each batch across them (measured in benchmarks/RESULTS.md). Adds
+  --xla_force_host_platform_device_count to XLA_FLAGS unless it is there
+  already (set it yourself to choose, e.g. =1). Only the CPU backend reads
+  it: on a GPU or TPU host the accelerators stay the devices. Call it before
+  anything initialises JAX's backends, i.e. first thing in a command's main.
+
+  Args:
+    batch_size: if given, the count is the largest divisor of it that is at
+      most the number of cores, so the batch splits evenly.
+
+  Returns:
+    The device count set, or None if XLA_FLAGS already had one.
+  """
+  xla_flags = os.environ.get('XLA_FLAGS', '')
+  if _HOST_DEVICE_COUNT_FLAG in xla_flags:
+    return None
+  cores = len(os.sched_getaffinity(0)) if hasattr(
+      os, 'sched_getaffinity') else (os.cpu_count() or 1)
+  count = max(1, cores)
+  if batch_size:
+    count = max(d for d in range(1, min(count, batch_size) + 1)
+                if batch_size % d == 0)
+  os.environ['XLA_FLAGS'] = f'{xla_flags} {_HOST_DEVICE_COUNT_FLAG}={count}'.strip()
+  return count
+
+
 def make_mesh(devices=None):
   """A 1-D mesh with axis 'data' over `devices` (default: all global devices)."""
   devices = jax.devices() if devices is None else list(devices)

@@ -185,16 +185,40 @@ class _Head:
     return self._source[index]
 
 
+def training_layout(tree, model):
+  """`tree` (params, or a state holding them) in the layout the trainer keeps.
+
+  With scan_blocks the blocks of each dense stack are stacked
+  (`models.stack_blocks`): Adam then updates ~500 tensors instead of 4,098
+  for the official preset, and its update compiles in seconds, not minutes.
+  Checkpoints hold the canonical per-block layout (`checkpoint_layout`).
+  """
+  return models.stack_blocks(tree) if model.config.scan_blocks else tree
+
+
+def checkpoint_layout(tree):
+  """A host copy of the replicated `tree` with per-block names (canonical).
+
+  Copies (never views) each array, so a later donated step cannot touch what
+  an asynchronous save is still writing.
+  """
+  return models.unstack_blocks(jax.tree.map(
+      lambda x: np.array(x.addressable_data(0)), tree))
+
+
 def create_train_state(model, optimizer, patch_size, root_key):
   """The train state: params, optimiser state, step, RNG key data.
 
-  Drawn on the host (`models.init_params`), deterministic in `root_key`: a
-  jitted `model.init` compiles one random kernel per tensor, which for the
-  official preset's 4,098 tensors took more than 9 minutes on 2 CPU cores.
+  Params and optimiser moments are in `training_layout`. Params are drawn on
+  the host (`models.init_params`), deterministic in `root_key`: a jitted
+  `model.init` compiles one random kernel per tensor, which for the official
+  preset's 4,098 tensors took more than 9 minutes on 2 CPU cores.
   Not jittable; use `abstract_train_state` for shapes.
   """
   init_key, train_key = jax.random.split(root_key)
-  params = models.init_params(model, init_key, (1, patch_size, patch_size, 3))
+  params = training_layout(
+      models.init_params(model, init_key, (1, patch_size, patch_size, 3)),
+      model)
   return {'params': params,
           'opt_state': optimizer.init(params),
           'step': jnp.zeros((), jnp.int32),
@@ -202,15 +226,23 @@ def create_train_state(model, optimizer, patch_size, root_key):
 
 
 def abstract_train_state(model, optimizer, patch_size):
-  """Shapes and dtypes of `create_train_state`'s result, without computing it."""
+  """Shapes and dtypes of `create_train_state`'s result in the checkpoint
+  (canonical) layout, without computing it."""
   def init(key):
     params = model.init(key, jnp.zeros((1, patch_size, patch_size, 3),
                                        jnp.float32))['params']
     return {'params': params,
-            'opt_state': optimizer.init(params),
+            'opt_state': models.unstack_blocks(
+                optimizer.init(training_layout(params, model))),
             'step': jnp.zeros((), jnp.int32),
             'rng': jax.random.key_data(key)}
   return jax.eval_shape(init, jax.random.key(0))
+
+
+def _concatenated(tree):
+  """Every leaf of `tree` raveled into one vector: reductions over it compile
+  as one kernel rather than one per leaf (~4 s less for the official preset)."""
+  return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
 
 
 def train_step(state, batch, *, model, optimizer, schedule, config):
@@ -230,13 +262,12 @@ def train_step(state, batch, *, model, optimizer, schedule, config):
   updates, opt_state = optimizer.update(grads, state['opt_state'],
                                         state['params'])
   params = optax.apply_updates(state['params'], updates)
-  params_finite = jnp.all(jnp.asarray(
-      [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)]))
+  flat_params = _concatenated(params)
   step_metrics = {'loss': loss, **parts,
-                  'grad_norm': optax.tree.norm(grads),
-                  'param_norm': optax.tree.norm(params),
+                  'grad_norm': jnp.linalg.norm(_concatenated(grads)),
+                  'param_norm': jnp.linalg.norm(flat_params),
                   'learning_rate': schedule(state['step']),
-                  'params_finite': params_finite}
+                  'params_finite': jnp.all(jnp.isfinite(flat_params))}
   new_state = {'params': params, 'opt_state': opt_state,
                'step': state['step'] + 1, 'rng': state['rng']}
   return new_state, step_metrics
@@ -264,10 +295,12 @@ def _abstract(tree, sharding):
       tree)
 
 
-def _restore_or_init(config, workdir, manager, init_fn, abstract_state, mesh):
+def _restore_or_init(config, workdir, manager, model, init_fn, abstract_state,
+                     mesh):
   """Resume order: workdir checkpoint, then config.init_from, then init.
 
-  Returns (state, data_state or None).
+  `abstract_state` is in the checkpoint layout; the state returned is in
+  `training_layout`. Returns (state, data_state or None).
   """
   replicated = parallel.replicated(mesh)
   step = manager.latest_step()
@@ -278,7 +311,9 @@ def _restore_or_init(config, workdir, manager, init_fn, abstract_state, mesh):
         manager, step,
         abstract_params=_abstract(abstract_params, replicated),
         abstract_train_state=_abstract(abstract_rest, replicated))
-    return ({'params': restored['params'], **restored['train_state']},
+    state = checkpoint_layout(
+        {'params': restored['params'], **restored['train_state']})
+    return (parallel.replicate(training_layout(state, model), mesh),
             restored['data_state'])
   state = parallel.replicate(init_fn(), mesh)
   if config.init_from:
@@ -297,8 +332,9 @@ def _restore_or_init(config, workdir, manager, init_fn, abstract_state, mesh):
           f'model config is {source_config.model.to_dict()}, the run\'s is '
           f'{config.model.to_dict()}.')
     logging.info('Initialising params from %s.', config.init_from)
-    state['params'] = parallel.replicate(
-        jax.tree.map(lambda x: np.asarray(x, np.float32), params), mesh)
+    state['params'] = parallel.replicate(training_layout(
+        jax.tree.map(lambda x: np.asarray(x, np.float32), params), model),
+                                         mesh)
   return state, None
 
 
@@ -430,7 +466,7 @@ def train_and_evaluate(config, workdir):
   manager = checkpointing.make_manager(
       workdir, save_interval_steps=1, keep=config.keep_checkpoints)
   state, data_state = _restore_or_init(
-      config, workdir, manager, init_fn,
+      config, workdir, manager, model, init_fn,
       abstract_train_state(model, optimizer, config.patch_size), mesh)
   start_step = int(state['step'])
 
@@ -502,7 +538,7 @@ def train_and_evaluate(config, workdir):
             f'{eval_metrics["images"]} images)')
         window_start = time.perf_counter()  # eval time is not train time
       if (is_eval or step % config.checkpoint_every_steps == 0):
-        params, rest = _split_state(state)
+        params, rest = _split_state(checkpoint_layout(state))
         checkpointing.save(
             manager, step, params=params, train_state=rest,
             data_state=train_iter.get_state(), config=config,
@@ -528,6 +564,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_HideOrbaxInfo())
+  parallel.use_host_cores(_CONFIG.value.batch_size)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   try:

@@ -1,4 +1,9 @@
-"""Mesh, batch sharding, replication and the multi-process switch."""
+"""Mesh, batch sharding, replication, host devices and the multi-process
+switch."""
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -47,3 +52,42 @@ def test_partial_launch_settings_are_a_clear_error(monkeypatch):
     parallel.initialize_distributed()
   with pytest.raises(ValueError, match='outside'):
     parallel.initialize_distributed(process_id=5)
+
+
+@pytest.mark.parametrize('cores, batch_size, expected', [
+    (2, None, 2), (2, 16, 2), (6, 16, 4), (8, 12, 6), (4, 3, 3), (3, 4, 2),
+    (1, 16, 1)])
+def test_use_host_cores_picks_a_count_that_splits_the_batch(
+    monkeypatch, cores, batch_size, expected):
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  monkeypatch.setattr(parallel.os, 'sched_getaffinity',
+                      lambda _: set(range(cores)))
+  assert parallel.use_host_cores(batch_size) == expected
+  assert parallel.os.environ['XLA_FLAGS'] == (
+      f'--xla_force_host_platform_device_count={expected}')
+
+
+def test_use_host_cores_keeps_a_count_the_user_set(monkeypatch):
+  flags = '--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=1'
+  monkeypatch.setenv('XLA_FLAGS', flags)
+  assert parallel.use_host_cores(16) is None
+  assert parallel.os.environ['XLA_FLAGS'] == flags
+
+
+def test_use_host_cores_keeps_other_xla_flags(monkeypatch):
+  monkeypatch.setenv('XLA_FLAGS', '--xla_dump_to=/tmp/dump')
+  monkeypatch.setattr(parallel.os, 'sched_getaffinity', lambda _: {0, 1})
+  assert parallel.use_host_cores(4) == 2
+  assert parallel.os.environ['XLA_FLAGS'] == (
+      '--xla_dump_to=/tmp/dump --xla_force_host_platform_device_count=2')
+
+
+def test_use_host_cores_before_jax_starts_sets_the_device_count():
+  """In a fresh process, as the commands' main() calls it."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  script = ('import jax; from dcsfn_jax import parallel; '
+            'parallel.use_host_cores(64); print(jax.device_count())')
+  out = subprocess.run([sys.executable, '-c', script], env=env, check=True,
+                       capture_output=True, text=True).stdout
+  cores = len(os.sched_getaffinity(0))
+  assert int(out) == max(d for d in range(1, cores + 1) if 64 % d == 0)

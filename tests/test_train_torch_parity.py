@@ -38,10 +38,10 @@ def test_adam_step_matches_the_torch_twin():
   optimizer = optax.adam(_LR)
   state = parallel.replicate(train.create_train_state(
       model, optimizer, config.patch_size, jax.random.key(1)), mesh)
-  initial = jax.device_get(state['params'])
+  initial = models.unstack_blocks(jax.device_get(state['params']))
   step = train.make_train_step(model, optimizer, lambda _: _LR, config, mesh)
   state, metrics = step(state, parallel.shard_batch(batch, mesh))
-  updated = jax.device_get(state['params'])
+  updated = models.unstack_blocks(jax.device_get(state['params']))
 
   twin = torch_twin.build_torch_model(config.model)
   twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from dcsfn_jax.models import stacking
+
 # safetensors metadata entry holding the model config as JSON.
 SAFETENSORS_CONFIG_KEY = 'dcsfn_model_config'
 _POOLS = (1, 2, 4, 8)
@@ -157,13 +159,15 @@ def to_torch_state_dict(params: Mapping, model_config) -> dict:
   cell with cross_scale=False) are filled with zeros.
 
   Args:
-    params: the model's params tree (a `{'params': ...}` wrapper is unwrapped).
+    params: the model's params tree (a `{'params': ...}` wrapper is unwrapped),
+      per-block or with the blocks stacked (`models.stack_blocks`).
     model_config: the model config the params were built with.
   Raises:
     ValueError listing params that are missing, left over, or misshapen.
   """
   if set(params) == {'params'}:
     params = params['params']
+  params = stacking.unstack_blocks(dict(params))
   flat = {'/'.join(path): leaf for path, leaf in _flatten(params).items()}
   consumed = set()
   missing, mismatched = [], []

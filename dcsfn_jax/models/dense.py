@@ -1,9 +1,10 @@
 """Dense encoder and decoder of inner-scale blocks (paper §3.3; REFERENCE §2.2).
 
-Parameters are always per block (block_{i}, conv1x1_{i}), matching the released
-state_dict. With `scan_blocks` (the default) the forward pass stacks them on a
-leading axis and runs the blocks as one `lax.scan` whose body is
-rematerialised; the dense connection is scanned exactly with an accumulator
+Parameters are per block (block_{i}, conv1x1_{i}), matching the released
+state_dict, or with the blocks already stacked (`stacking.stack_blocks`, what
+the trainer holds). With `scan_blocks` (the default) the forward pass runs the
+blocks as one `lax.scan` over stacked parameters, stacking them first if
+needed, and rematerialises the scan body; the dense connection is scanned exactly with an accumulator
 that holds, for every later block k, the partial sum of conv1x1_k's inputs seen
 so far. Step s adds t_s's share to all k >= s with one C -> L*C product whose
 weights for k < s are zero. This costs ~10% more FLOPs than the unrolled graph
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from dcsfn_jax.models import layers
+from dcsfn_jax.models import stacking
 from dcsfn_jax.models.icb import InnerScaleConnectionBlock
 
 
@@ -27,8 +29,14 @@ class _DenseStack(nn.Module):
   config: object
 
   def _run(self, x: jax.Array, skip_features: jax.Array | None):
-    if self.config.scan_blocks and not self.is_initializing():
+    if self.is_initializing():
+      return self._run_unrolled(x, skip_features)
+    if self.config.scan_blocks:
       return self._run_scanned(x, skip_features)
+    if stacking.STACKED_BLOCKS in self.variables['params']:
+      raise ValueError(
+          'Stacked block parameters need scan_blocks=True; convert them with '
+          'dcsfn_jax.models.unstack_blocks to run the unrolled model.')
     return self._run_unrolled(x, skip_features)
 
   def _run_unrolled(self, x, skip_features):
@@ -54,10 +62,10 @@ class _DenseStack(nn.Module):
   def _run_scanned(self, x, skip_features):
     config = self.config
     num_blocks, channels = config.num_blocks, config.channels
-    params = self.variables['params']
-    block_params = jax.tree.map(
-        lambda *per_block: jnp.stack(per_block),
-        *[params[f'block_{i}'] for i in range(num_blocks)])
+    params = dict(self.variables['params'])
+    if stacking.STACKED_BLOCKS not in params:
+      params = stacking.stack_blocks(params)
+    block_params = params[stacking.STACKED_BLOCKS]
     block = InnerScaleConnectionBlock(config)
     # Rematerialised: the backward pass recomputes each block's internals
     # instead of keeping them for all L steps.
