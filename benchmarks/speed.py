@@ -1,21 +1,27 @@
 """DCSFN speed: JAX/Flax against the PyTorch twin on the same machine.
 
-  python benchmarks/speed.py                 # official preset, float32, 5 runs
-  python benchmarks/speed.py --smoke         # tiny model, one run (CI)
+  python benchmarks/speed.py                          # official, float32, 5 runs
+  python benchmarks/speed.py --jax_devices=1,2        # + JAX on 2 host devices
+  python benchmarks/speed.py --cases=scaling --frameworks=jax   # 64^2..1024^2
+  python benchmarks/speed.py --smoke                  # tiny model, one run (CI)
 
-Cases: the training step (forward, backward, Adam, -SSIM) on 16x64x64, the
-forward pass on 16x64x64 and on 1x321x481. Every (framework, case) runs in its
-own worker process, so peak RSS is per case; the two workers of a case are
+Cases: the training step (the trainer's own: forward, backward, Adam, -SSIM)
+on 16x64x64, the forward pass on 16x64x64 and on 1x321x481, and pxN, the
+forward pass on one NxN image. Every (worker, case) runs in its own process,
+so peak RSS is per case; a worker is PyTorch (the twin, all cores) or JAX on
+one of the --jax_devices counts of XLA host devices. The workers of a case are
 timed alternately, one run each in turn, and the medians of `--repeats` runs
-after `--warmup` runs are reported with JAX's compile time, XLA's FLOP count,
-the achieved GFLOP/s as % of the machine's FP32 peak (estimated from lscpu and
-/proc/cpuinfo) and the PyTorch/JAX time ratio. Writes JSON (--json_out) and,
-except with --smoke, appends a dated table to benchmarks/RESULTS.md.
+after `--warmup` runs are reported with seconds per megapixel, JAX's compile
+time, XLA's FLOP count, the achieved GFLOP/s as % of the machine's FP32 peak
+(estimated from lscpu and /proc/cpuinfo), and the time ratios against PyTorch
+and against JAX on one device. Writes JSON (--json_out) and, except with
+--smoke, appends a dated table to benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -30,15 +36,19 @@ from absl import flags
 _SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny model, small inputs, one run.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per case (median).')
 _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed runs after compiling.')
-_CASES = flags.DEFINE_list('cases', ['train', 'forward64', 'forward321'],
-                           'Cases to run: train, forward64, forward321.')
+_CASES = flags.DEFINE_list(
+    'cases', ['train', 'forward64', 'forward321'],
+    'Cases to run: train, forward64, forward321, or pxN (forward of one NxN '
+    'image; `scaling` expands to px64,px128,px256,px512,px1024).')
 _FRAMEWORKS = flags.DEFINE_list('frameworks', ['jax', 'torch'],
-                                'Frameworks to compare.')
+                                'Frameworks to compare: jax, torch.')
 _PRESET = flags.DEFINE_string('preset', 'official', 'Model preset.')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
                            'JAX compute dtype (PyTorch always float32).')
-_JAX_DEVICES = flags.DEFINE_integer(
-    'jax_devices', 1, 'XLA host devices on CPU; batches are split over them.')
+_JAX_DEVICES = flags.DEFINE_list(
+    'jax_devices', ['1'], 'XLA host device counts on CPU, each timed as its '
+    'own JAX worker (e.g. 1,2 for the scaling); batches are split over them. '
+    'On a GPU/TPU machine use 1: the accelerator is the device.')
 _JSON_OUT = flags.DEFINE_string('json_out', 'benchmarks/speed.json',
                                 'Where to write the JSON results.')
 _RESULTS_MD = flags.DEFINE_string('results_md', 'benchmarks/RESULTS.md',
@@ -49,12 +59,32 @@ _WORKER = flags.DEFINE_string('worker', None, 'Internal: framework:case.')
 BATCH, PATCH, HEIGHT, WIDTH = 16, 64, 321, 481
 
 
-def _shapes(smoke: bool) -> dict:
+SCALING_SIDES = (64, 128, 256, 512, 1024)
+
+
+def _shape(case: str, smoke: bool) -> tuple[int, int, int]:
+  """(batch, height, width) of a case."""
+  if case.startswith('px'):
+    side = int(case[2:])
+    return (1, side // 8, side // 8) if smoke else (1, side, side)
   if smoke:
     return {'train': (2, 16, 16), 'forward64': (2, 16, 16),
-            'forward321': (1, 21, 27)}
+            'forward321': (1, 21, 27)}[case]
   return {'train': (BATCH, PATCH, PATCH), 'forward64': (BATCH, PATCH, PATCH),
-          'forward321': (1, HEIGHT, WIDTH)}
+          'forward321': (1, HEIGHT, WIDTH)}[case]
+
+
+def _expand_cases(cases: list[str]) -> list[str]:
+  expanded = []
+  for case in cases:
+    if case == 'scaling':
+      expanded += [f'px{side}' for side in SCALING_SIDES]
+    elif (case in ('train', 'forward64', 'forward321')
+          or re.fullmatch(r'px[1-9]\d*', case)):
+      expanded.append(case)
+    else:
+      raise app.UsageError(f'Unknown case {case!r}; see --help.')
+  return expanded
 
 
 def _model_config(preset: str, smoke: bool, dtype: str):
@@ -99,7 +129,7 @@ def _jax_case(case, config, shape, devices):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import models, train  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models, parallel, train  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.train_config import base_config as base_train_config  # pylint: disable=g-import-not-at-top
 
   model = models.build_model(config)
@@ -107,8 +137,7 @@ def _jax_case(case, config, shape, devices):
   rainy = rng.random(shape + (3,), dtype=np.float32)
   clean = rng.random(shape + (3,), dtype=np.float32)
   params = models.init_params(model, jax.random.key(0), shape + (3,))
-  mesh = jax.make_mesh((len(jax.devices()[:devices]),), ('data',),
-                       devices=jax.devices()[:devices])
+  mesh = parallel.make_mesh(jax.devices()[:devices])
   split = shape[0] % devices == 0 and devices > 1
   batch_sharding = NamedSharding(mesh, PartitionSpec('data' if split else None))
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -215,10 +244,11 @@ def _worker(spec: str) -> None:
   """Line protocol on stdin/stdout: 'run' -> seconds; 'quit' -> summary."""
   framework, case = spec.split(':')
   config = _model_config(_PRESET.value, _SMOKE.value, _DTYPE.value)
-  shape = _shapes(_SMOKE.value)[case]
-  if framework == 'jax':
-    run_once, info, count_flops = _jax_case(case, config, shape,
-                                            _JAX_DEVICES.value)
+  shape = _shape(case, _SMOKE.value)
+  if framework.startswith('jax'):
+    run_once, info, count_flops = _jax_case(
+        'train' if case == 'train' else 'forward', config, shape,
+        _devices_of(framework))
   else:
     run_once, info, count_flops = _torch_case(case, config, shape)
   for _ in range(_WARMUP.value):
@@ -238,15 +268,31 @@ def _worker(spec: str) -> None:
 
 # ------------------------------------------------------------------ parent --
 
-def _start_worker(framework: str, case: str) -> subprocess.Popen:
+def _devices_of(worker_name: str) -> int:
+  """'jax' -> 1 device, 'jax@2' -> 2."""
+  return int(worker_name.partition('@')[2] or 1)
+
+
+def _worker_names() -> list[str]:
+  names = []
+  for framework in _FRAMEWORKS.value:
+    if framework == 'jax':
+      names += ['jax' if int(n) == 1 else f'jax@{int(n)}'
+                for n in _JAX_DEVICES.value]
+    else:
+      names.append(framework)
+  return names
+
+
+def _start_worker(name: str, case: str) -> subprocess.Popen:
   env = dict(os.environ)
-  if framework == 'jax' and _JAX_DEVICES.value > 1:
+  if name.startswith('jax'):
+    # Always set, so that a worker never inherits another device count.
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_'
-                        f'device_count={_JAX_DEVICES.value}').strip()
+                        f'device_count={_devices_of(name)}').strip()
   args = [sys.executable, os.path.abspath(__file__),
-          f'--worker={framework}:{case}', f'--preset={_PRESET.value}',
+          f'--worker={name}:{case}', f'--preset={_PRESET.value}',
           f'--dtype={_DTYPE.value}', f'--warmup={_WARMUP.value}',
-          f'--jax_devices={_JAX_DEVICES.value}',
           '--smoke' if _SMOKE.value else '--nosmoke']
   return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           text=True, env=env)
@@ -262,7 +308,7 @@ def _read(worker: subprocess.Popen, what: str) -> dict:
 
 def _run_case(case: str, peak_gflops: float) -> dict:
   workers, results = {}, {}
-  for fw in _FRAMEWORKS.value:  # One at a time, so compiles are not contended.
+  for fw in _worker_names():  # One at a time, so compiles are not contended.
     workers[fw] = _start_worker(fw, case)
     results[fw] = _read(workers[fw], 'compiling/warming up')
   times = {fw: [] for fw in workers}
@@ -276,40 +322,52 @@ def _run_case(case: str, peak_gflops: float) -> dict:
     worker.stdin.flush()
     results[fw].update(_read(worker, 'finishing'))
     worker.wait()
-  flops = results.get('jax', {}).get('flops', 0.0)
+  flops = max(result.get('flops', 0.0) for result in results.values())
+  pixels = math.prod(_shape(case, _SMOKE.value))
   for fw, result in results.items():
     result.pop('ready', None)
+    result['seconds_per_megapixel'] = (statistics.median(times[fw])
+                                       / (pixels / 1e6))
     result['median_s'] = statistics.median(times[fw])
     result['times_s'] = times[fw]
     result['flops'] = flops  # XLA's count (unrolled model, same batch).
     result['gflops_per_s'] = flops / 1e9 / result['median_s']
     result['percent_of_peak'] = 100 * result['gflops_per_s'] / peak_gflops
-  if 'jax' in results and 'torch' in results:
-    results['torch_over_jax'] = (results['torch']['median_s'] /
-                                 results['jax']['median_s'])
-  return results
+  ratios = {}
+  for fw in results:
+    if fw.startswith('jax') and 'torch' in results:
+      ratios[f'torch/{fw}'] = (results['torch']['median_s'] /
+                               results[fw]['median_s'])
+    if fw.startswith('jax@') and 'jax' in results:
+      ratios[f'jax/{fw}'] = results['jax']['median_s'] / results[fw]['median_s']
+  return {'workers': results, 'ratios': ratios}
 
 
 def _markdown(report: dict) -> str:
   m = report['machine']
   lines = [
       f"\n## {report['date']} — {report['preset']}, {report['dtype']}, "
-      f"{report['jax_devices']} XLA host device(s), median of "
-      f"{report['repeats']}",
+      f"JAX on {', '.join(report['jax_devices'])} XLA host device(s), median "
+      f"of {report['repeats']}",
       f"\n{m['cpu']}, {m['cores']} cores @ {m['ghz']} GHz, est. FP32 peak "
       f"{m['peak_gflops']} GFLOP/s; jax {report['versions']['jax']}, torch "
-      f"{report['versions'].get('torch', '-')}. {report['note']}\n",
-      '| case | JAX s | JAX compile s | JAX peak RSS GB | XLA GFLOP | JAX % '
-      'peak | PyTorch s | PyTorch peak RSS GB | PyTorch/JAX |',
-      '|---|---|---|---|---|---|---|---|---|']
+      f"{report['versions'].get('torch', '-')}; load average "
+      f"{report['load_average'][0]:.1f} before, "
+      f"{report['load_average_after'][0]:.1f} after. {report['note']}\n",
+      '| case | worker | s | s/Mpx | compile s | peak RSS GB | XLA GFLOP | '
+      '% peak | PyTorch/this | JAX 1 device/this |',
+      '|---|---|---|---|---|---|---|---|---|---|']
+  fmt = lambda d, k, p=2: f'{d[k]:.{p}f}' if k in d else '-'
   for case, r in report['cases'].items():
-    j, t = r.get('jax', {}), r.get('torch', {})
-    fmt = lambda d, k, p=2: f'{d[k]:.{p}f}' if k in d else '-'
-    lines.append(
-        f"| {case} | {fmt(j, 'median_s')} | {fmt(j, 'compile_s', 1)} | "
-        f"{fmt(j, 'peak_rss_gb')} | {j.get('flops', 0) / 1e9:.0f} | "
-        f"{fmt(j, 'percent_of_peak', 0)} | {fmt(t, 'median_s')} | "
-        f"{fmt(t, 'peak_rss_gb')} | {fmt(r, 'torch_over_jax')} |")
+    for name, w in r['workers'].items():
+      ratios = r['ratios']
+      lines.append(
+          f"| {case} | {name} | {fmt(w, 'median_s')} | "
+          f"{fmt(w, 'seconds_per_megapixel')} | "
+          f"{fmt(w, 'compile_s', 1) if name != 'torch' else '-'} | "
+          f"{fmt(w, 'peak_rss_gb')} | {w.get('flops', 0) / 1e9:.0f} | "
+          f"{fmt(w, 'percent_of_peak', 0)} | "
+          f"{fmt(ratios, f'torch/{name}')} | {fmt(ratios, f'jax/{name}')} |")
   return '\n'.join(lines) + '\n'
 
 
@@ -318,10 +376,13 @@ def main(argv):
   if _WORKER.value:
     _worker(_WORKER.value)
     return
-  unknown = set(_CASES.value) - {'train', 'forward64', 'forward321'}
-  if unknown or set(_FRAMEWORKS.value) - {'jax', 'torch'}:
-    raise app.UsageError(f'Unknown --cases {sorted(unknown)} or --frameworks '
-                         f'{_FRAMEWORKS.value}; see --help.')
+  cases = _expand_cases(_CASES.value)
+  if set(_FRAMEWORKS.value) - {'jax', 'torch'}:
+    raise app.UsageError(f'Unknown --frameworks {_FRAMEWORKS.value}; choose '
+                         'from jax, torch.')
+  if not all(n.isdigit() and int(n) >= 1 for n in _JAX_DEVICES.value):
+    raise app.UsageError(f'--jax_devices={",".join(_JAX_DEVICES.value)} must '
+                         'be positive integers, e.g. 1,2.')
   import jax  # pylint: disable=g-import-not-at-top
   versions = {'jax': jax.__version__}
   if 'torch' in _FRAMEWORKS.value:
@@ -334,7 +395,7 @@ def main(argv):
             'jax_devices': _JAX_DEVICES.value, 'repeats': _REPEATS.value,
             'machine': info, 'versions': versions, 'note': _NOTE.value,
             'load_average': os.getloadavg(), 'cases': {}}
-  for case in _CASES.value:
+  for case in cases:
     print(f'[speed] {case} ...', file=sys.stderr, flush=True)
     report['cases'][case] = _run_case(case, info['peak_gflops'])
     print(json.dumps({case: report['cases'][case]}, indent=1), flush=True)

@@ -15,17 +15,33 @@ def test_speed_benchmark_smoke_writes_json_for_every_case(tmp_path):
   results_md = tmp_path / 'RESULTS.md'
   completed = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'benchmarks', 'speed.py'), '--smoke',
-       '--repeats=1', '--warmup=0', f'--json_out={json_out}',
+       '--repeats=1', '--warmup=0', '--jax_devices=1,2',
+       '--cases=train,forward64,forward321,px64', f'--json_out={json_out}',
        f'--results_md={results_md}'],
       capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert completed.returncode == 0, completed.stderr[-3000:]
   report = json.loads(json_out.read_text())
-  assert set(report['cases']) == {'train', 'forward64', 'forward321'}
+  assert set(report['cases']) == {'train', 'forward64', 'forward321', 'px64'}
   for case, result in report['cases'].items():
-    for framework in ('jax', 'torch'):
-      assert result[framework]['median_s'] > 0, (case, framework)
-      assert result[framework]['peak_rss_gb'] > 0, (case, framework)
-    assert result['jax']['flops'] > 0, f'{case}: no XLA FLOP count'
-    assert result['torch_over_jax'] > 0
+    workers = result['workers']
+    assert set(workers) == {'jax', 'jax@2', 'torch'}, case
+    for name, worker in workers.items():
+      assert worker['median_s'] > 0, (case, name)
+      assert worker['peak_rss_gb'] > 0, (case, name)
+      assert worker['flops'] > 0, f'{case}: no XLA FLOP count'
+    assert set(result['ratios']) == {'torch/jax', 'torch/jax@2', 'jax/jax@2'}
+    assert all(ratio > 0 for ratio in result['ratios'].values())
   assert report['machine']['peak_gflops'] > 0
   assert not results_md.exists(), '--smoke must not append to RESULTS.md'
+  assert '| px64 | jax@2 |' in completed.stdout
+
+
+@pytest.mark.parametrize('flag', ['--cases=train,bogus', '--frameworks=tf',
+                                  '--jax_devices=0'])
+def test_speed_benchmark_rejects_bad_flags(flag, tmp_path):
+  completed = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'benchmarks', 'speed.py'), '--smoke',
+       flag, f'--json_out={tmp_path / "speed.json"}'],
+      capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert completed.returncode != 0
+  assert flag.split('=')[1].split(',')[-1] in completed.stderr
