@@ -142,8 +142,7 @@ def _jax_case(case, config, shape, devices):
   batch_sharding = NamedSharding(mesh, PartitionSpec('data' if split else None))
   replicated = NamedSharding(mesh, PartitionSpec())
   rainy, clean = (jax.device_put(a, batch_sharding) for a in (rainy, clean))
-  params = jax.device_put(models.stack_blocks(params) if config.scan_blocks
-                          else params, replicated)
+  params = jax.device_put(models.runtime_layout(params, config), replicated)
 
   if case == 'train':  # The trainer's own step, state and layout.
     train_config = base_train_config()

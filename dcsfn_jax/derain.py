@@ -87,8 +87,9 @@ class Derainer:
       if not 0 <= overlap < tile:
         raise ValueError(f'--tile_overlap={overlap} must be in [0, {tile}).')
     self.tile, self.overlap = tile, overlap
-    self.runner = inference.Runner(inference.forward_fn(model_config),
-                                   params, batch_size=batch_size)
+    self.runner = inference.Runner(
+        inference.forward_fn(model_config),
+        models.runtime_layout(params, model_config), batch_size=batch_size)
 
   def __call__(self, photo):
     """uint8 [H, W, 3] RGB -> derained float32 [H, W, 3] (unclipped)."""

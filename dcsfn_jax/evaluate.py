@@ -88,7 +88,8 @@ def evaluate_examples(params, model_config, examples, *,
   """
   protocols = metrics.check_protocols(protocols)
   granule = models.minimum_size(model_config)
-  runner = inference.Runner(_eval_fn(model_config, protocols), params,
+  runner = inference.Runner(_eval_fn(model_config, protocols),
+                            models.runtime_layout(params, model_config),
                             batch_size=batch_size)
   if output_dir is not None:
     os.makedirs(os.path.join(output_dir, 'derained'), exist_ok=True)

@@ -185,17 +185,6 @@ class _Head:
     return self._source[index]
 
 
-def training_layout(tree, model):
-  """`tree` (params, or a state holding them) in the layout the trainer keeps.
-
-  With scan_blocks the blocks of each dense stack are stacked
-  (`models.stack_blocks`): Adam then updates ~500 tensors instead of 4,098
-  for the official preset, and its update compiles in seconds, not minutes.
-  Checkpoints hold the canonical per-block layout (`checkpoint_layout`).
-  """
-  return models.stack_blocks(tree) if model.config.scan_blocks else tree
-
-
 def checkpoint_layout(tree):
   """A host copy of the replicated `tree` with per-block names (canonical).
 
@@ -209,16 +198,19 @@ def checkpoint_layout(tree):
 def create_train_state(model, optimizer, patch_size, root_key):
   """The train state: params, optimiser state, step, RNG key data.
 
-  Params and optimiser moments are in `training_layout`. Params are drawn on
-  the host (`models.init_params`), deterministic in `root_key`: a jitted
-  `model.init` compiles one random kernel per tensor, which for the official
-  preset's 4,098 tensors took more than 9 minutes on 2 CPU cores.
+  Params and optimiser moments are in `models.runtime_layout` (with
+  scan_blocks: ~500 stacked tensors instead of 4,098 per-block ones, so the
+  Adam update compiles in seconds); checkpoints hold them per block
+  (`checkpoint_layout`). Params are drawn on the host (`models.init_params`),
+  deterministic in `root_key`: a jitted `model.init` compiles one random
+  kernel per tensor, which for the official preset's 4,098 tensors took more
+  than 9 minutes on 2 CPU cores.
   Not jittable; use `abstract_train_state` for shapes.
   """
   init_key, train_key = jax.random.split(root_key)
-  params = training_layout(
+  params = models.runtime_layout(
       models.init_params(model, init_key, (1, patch_size, patch_size, 3)),
-      model)
+      model.config)
   return {'params': params,
           'opt_state': optimizer.init(params),
           'step': jnp.zeros((), jnp.int32),
@@ -233,7 +225,7 @@ def abstract_train_state(model, optimizer, patch_size):
                                        jnp.float32))['params']
     return {'params': params,
             'opt_state': models.unstack_blocks(
-                optimizer.init(training_layout(params, model))),
+                optimizer.init(models.runtime_layout(params, model.config))),
             'step': jnp.zeros((), jnp.int32),
             'rng': jax.random.key_data(key)}
   return jax.eval_shape(init, jax.random.key(0))
@@ -300,7 +292,7 @@ def _restore_or_init(config, workdir, manager, model, init_fn, abstract_state,
   """Resume order: workdir checkpoint, then config.init_from, then init.
 
   `abstract_state` is in the checkpoint layout; the state returned is in
-  `training_layout`. Returns (state, data_state or None).
+  `models.runtime_layout`. Returns (state, data_state or None).
   """
   replicated = parallel.replicated(mesh)
   step = manager.latest_step()
@@ -313,8 +305,8 @@ def _restore_or_init(config, workdir, manager, model, init_fn, abstract_state,
         abstract_train_state=_abstract(abstract_rest, replicated))
     state = checkpoint_layout(
         {'params': restored['params'], **restored['train_state']})
-    return (parallel.replicate(training_layout(state, model), mesh),
-            restored['data_state'])
+    return (parallel.replicate(models.runtime_layout(state, model.config),
+                               mesh), restored['data_state'])
   state = parallel.replicate(init_fn(), mesh)
   if config.init_from:
     params, source_config = checkpointing.load_pretrained(config.init_from)
@@ -332,9 +324,9 @@ def _restore_or_init(config, workdir, manager, model, init_fn, abstract_state,
           f'model config is {source_config.model.to_dict()}, the run\'s is '
           f'{config.model.to_dict()}.')
     logging.info('Initialising params from %s.', config.init_from)
-    state['params'] = parallel.replicate(training_layout(
-        jax.tree.map(lambda x: np.asarray(x, np.float32), params), model),
-                                         mesh)
+    state['params'] = parallel.replicate(models.runtime_layout(
+        jax.tree.map(lambda x: np.asarray(x, np.float32), params),
+        model.config), mesh)
   return state, None
 
 

@@ -4,7 +4,7 @@
   model = build_model(config)
   params = init_params(model, rng)   # fast; model.init(rng, images) also works
   derained = model.apply({'params': params}, images)          # O - R
-  # With scan_blocks (default), stack_blocks(params) also runs, a bit faster.
+  # Also runs on runtime_layout(params, config): blocks stacked, compiles faster.
   rain = model.apply({'params': params}, images, method='rain_estimate')
 
 See dcsfn_jax.models.dcsfn for sizes, channel order and intermediate features.
@@ -17,10 +17,11 @@ import ml_collections
 from dcsfn_jax.models.config import preset, validate
 from dcsfn_jax.models.dcsfn import DCSFN, minimum_size
 from dcsfn_jax.models.initialization import init_params
-from dcsfn_jax.models.stacking import stack_blocks, unstack_blocks
+from dcsfn_jax.models.stacking import runtime_layout, stack_blocks, unstack_blocks
 
 __all__ = ['DCSFN', 'build_model', 'init_params', 'minimum_size', 'preset',
-           'stack_blocks', 'unstack_blocks', 'validate']
+           'runtime_layout', 'stack_blocks', 'unstack_blocks',
+           'validate']
 
 
 def build_model(model_config) -> nn.Module:

@@ -86,9 +86,11 @@ def unstack_blocks(tree):
   return jax.tree.map(unstack_node, tree, is_leaf=_holds_stacked)
 
 
-def is_stacked(tree) -> bool:
-  """Whether any dict in `tree` holds stacked blocks."""
-  found = []
-  jax.tree.map(lambda node: found.append(_holds_stacked(node)), tree,
-               is_leaf=_holds_stacked)
-  return any(found)
+def runtime_layout(tree, model_config):
+  """`tree` (params, or a state holding them) in the layout `model_config`'s
+  forward pass runs on directly: stacked with scan_blocks, else per block.
+
+  The trainer keeps its params and Adam moments this way, and inference
+  stacks once instead of at every call.
+  """
+  return stack_blocks(tree) if model_config.scan_blocks else tree
