@@ -1,13 +1,13 @@
 """Dense encoder and decoder of inner-scale blocks (paper §3.3; REFERENCE §2.2).
 
 Parameters are per block (block_{i}, conv1x1_{i}), matching the released
-state_dict, or with the blocks already stacked (`stacking.stack_blocks`, what
-the trainer holds). With `scan_blocks` (the default) the forward pass runs the
-blocks as one `lax.scan` over stacked parameters, stacking them first if
-needed, and rematerialises the scan body; the dense connection is scanned exactly with an accumulator
-that holds, for every later block k, the partial sum of conv1x1_k's inputs seen
-so far. Step s adds t_s's share to all k >= s with one C -> L*C product whose
-weights for k < s are zero. This costs ~10% more FLOPs than the unrolled graph
+state_dict, or stacked (`stacking.stack_blocks`; what the trainer holds).
+With `scan_blocks` (the default) the forward pass stacks them if needed and
+runs the blocks as one `lax.scan` with a rematerialised body. The dense
+connection is scanned exactly with an accumulator that holds, for every block
+k, the partial sum of conv1x1_k's inputs seen so far: step s adds t_s's share
+to all k >= s with one C -> L*C product whose weights for k < s are zero
+(dense_fusion/step_kernel). This costs ~10% more FLOPs than the unrolled graph
 but compiles in seconds; the unrolled graph (used by `model.init` and with
 scan_blocks=False) takes minutes for the official preset.
 """
@@ -61,7 +61,7 @@ class _DenseStack(nn.Module):
 
   def _run_scanned(self, x, skip_features):
     config = self.config
-    num_blocks, channels = config.num_blocks, config.channels
+    num_blocks = config.num_blocks
     params = dict(self.variables['params'])
     if stacking.STACKED_BLOCKS not in params:
       params = stacking.stack_blocks(params)
@@ -83,16 +83,9 @@ class _DenseStack(nn.Module):
       out, block_outputs = jax.lax.scan(body, x, (block_params, skips, steps))
       return out, block_outputs
 
-    # conv1x1_k kernel rows: [x, t_0, ..., t_k] each C wide.
-    kernels = [params[f'conv1x1_{k}']['kernel'][0, 0] for k in range(num_blocks)]
-    biases = jnp.stack([params[f'conv1x1_{k}']['bias'] for k in range(num_blocks)])
-    input_weights = jnp.stack([w[:channels] for w in kernels], axis=1)
-    # Block k's rows for t_0..t_k, zero-padded to L steps (zeros for s > k);
-    # one pad per block keeps the graph, and its compile time, small.
-    step_weights = jnp.stack([
-        jnp.pad(w[channels:].reshape(k + 1, channels, channels),
-                ((0, num_blocks - k - 1), (0, 0), (0, 0)))
-        for k, w in enumerate(kernels)], axis=2)  # [step s, C in, block k, C out]
+    fusion = params[stacking.DENSE_FUSION]
+    input_weights, step_weights, biases = (
+        fusion['input_kernel'], fusion['step_kernel'], fusion['bias'])
     dtype = jnp.dtype(config.dtype)
     # Partial sums stay float32 whatever the compute dtype.
     partial_sums = jnp.einsum('bhwc,ckd->bhwkd', x, input_weights.astype(dtype),
