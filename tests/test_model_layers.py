@@ -84,14 +84,19 @@ def test_conv_init_follows_torch_default_bounds():
     assert np.abs(values).max() > 0.5 * bound, f'{name} is not spread over the bound'
 
 
-@pytest.mark.parametrize('kernel_size,groups', [(3, 1), (3, 4), (1, 1)])
-def test_cpu_conv_value_and_gradients_equal_lax_conv(kernel_size, groups):
+@pytest.mark.parametrize('kernel_size,groups,shape', [
+    (3, 1, (2, 7, 9, 8)), (3, 4, (2, 7, 9, 8)), (1, 1, (2, 7, 9, 8)),
+    # Over layers._WEIGHT_GRAD_TILE output positions: the weight gradient is
+    # summed over row x image tiles, with a partial last tile of each.
+    (3, 1, (5, 37, 23, 8)), (3, 4, (6, 64, 20, 8)), (5, 1, (3, 45, 40, 8))])
+def test_cpu_conv_value_and_gradients_equal_lax_conv(kernel_size, groups,
+                                                     shape):
   rng = np.random.RandomState(2)
-  x = jnp.asarray(rng.randn(2, 7, 9, 8).astype(np.float32))
+  x = jnp.asarray(rng.randn(*shape).astype(np.float32))
   kernel = jnp.asarray(rng.randn(kernel_size, kernel_size, 8 // groups,
                                  12).astype(np.float32))
   pad = ((kernel_size // 2,) * 2,) * 2
-  cotangent = jnp.asarray(rng.randn(2, 7, 9, 12).astype(np.float32))
+  cotangent = jnp.asarray(rng.randn(*shape[:3], 12).astype(np.float32))
 
   def loss(conv_fn, x, kernel):
     y = conv_fn(x, kernel, (1, 1), pad, dimension_numbers=layers._NHWC,
@@ -106,7 +111,23 @@ def test_cpu_conv_value_and_gradients_equal_lax_conv(kernel_size, groups):
                                 argnums=(0, 1))(x, kernel)
   for name, a, e in zip(('value', 'grad_x', 'grad_kernel'),
                         jax.tree.leaves(actual), jax.tree.leaves(expected)):
-    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-4, err_msg=name)
+    scale = np.abs(e).max()
+    np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5 * scale,
+                               err_msg=name)
+
+
+def test_large_weight_gradients_are_tiled():
+  """The tiled path really runs: one conv per tile in the backward graph."""
+  x = jnp.zeros((6, 64, 20, 8))
+  kernel = jnp.zeros((3, 3, 8, 8))
+  grad = jax.grad(lambda k: jnp.sum(layers.cpu_conv(
+      x, k, (1, 1), ((1, 1), (1, 1)))))
+  hlo = jax.jit(grad).lower(kernel).as_text()
+  rows = layers._WEIGHT_GRAD_TILE // (20 * layers._WEIGHT_GRAD_TILE_IMAGES)
+  tiles = -(-64 // rows) * -(-6 // layers._WEIGHT_GRAD_TILE_IMAGES)
+  assert tiles > 1
+  # Only the weight gradient is asked for: the other convs are pruned.
+  assert hlo.count('convolution(') == tiles, hlo.count('convolution(')
 
 
 def test_max_pool_gradient_matches_torch_inside_scan():

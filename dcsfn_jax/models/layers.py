@@ -38,6 +38,46 @@ def _plain_conv(x, kernel, padding, groups, precision):
       feature_group_count=groups, precision=precision)
 
 
+# Output positions per piece of a tiled weight gradient; see `_weight_grad`.
+_WEIGHT_GRAD_TILE = 4096
+_WEIGHT_GRAD_TILE_IMAGES = 4
+
+
+def _weight_grad(x, grad, padding, precision):
+  """dW [kh, kw, Cin, Cout] of a stride-1 NHWC x HWIO conv (dense, groups=1).
+
+  x's channels act as the batch and its images as the contracted features, so
+  each piece is again an NHWC x HWIO conv, the form XLA's CPU backend runs
+  fast inside loop bodies too. Its "kernel" is the whole output gradient, so
+  large inputs are cut into tiles of whole output rows x up to 4 images
+  (~2,048 output positions each) whose float32 results are summed: they stay
+  in cache, and ran 1.4x (16x64x64) to 1.6x (16x32x32) faster than one piece
+  inside a scan (benchmarks/conv_grad.py).
+  """
+  (top, bottom), (left, right) = padding
+  batch, _, _, in_channels = x.shape
+  _, out_height, out_width, _ = grad.shape
+  x_t = x.transpose(3, 1, 2, 0)        # [Cin, H, W, B]
+  grad_t = grad.transpose(1, 2, 0, 3)  # [Ho, Wo, B, Cout]
+  if batch * out_height * out_width <= _WEIGHT_GRAD_TILE or in_channels < 8:
+    return _plain_conv(x_t, grad_t, padding, 1,
+                       precision).transpose(1, 2, 0, 3)
+  images = min(batch, _WEIGHT_GRAD_TILE_IMAGES)
+  rows = max(1, min(out_height, _WEIGHT_GRAD_TILE // (out_width * images)))
+  x_t = jnp.pad(x_t, ((0, 0), (top, bottom), (0, 0), (0, 0)))
+  halo = x_t.shape[1] - out_height  # kernel height - 1
+  total = 0.0
+  for row in range(0, out_height, rows):
+    row_end = min(row + rows, out_height)
+    for image in range(0, batch, images):
+      image_end = min(image + images, batch)
+      total = total + _plain_conv(
+          x_t[:, row:row_end + halo, :, image:image_end],
+          grad_t[row:row_end, :, image:image_end], ((0, 0), (left, right)), 1,
+          precision).astype(jnp.float32)
+  return total.transpose(1, 2, 0, 3)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv_canonical_grads(x, kernel, padding, groups, precision):
   return _plain_conv(x, kernel, padding, groups, precision)
@@ -61,10 +101,7 @@ def _conv_canonical_grads_bwd(padding, groups, precision, residuals, grad):
   grad_x = _plain_conv(grad, flipped,
                        ((kh - 1 - top, kh - 1 - bottom),
                         (kw - 1 - left, kw - 1 - right)), groups, precision)
-  # Weight gradient: x's channels act as the batch and the batch as the
-  # contracted features, so the result is again an NHWC x HWIO conv.
-  grad_kernel = _plain_conv(x.transpose(3, 1, 2, 0), grad.transpose(1, 2, 0, 3),
-                            padding, 1, precision).transpose(1, 2, 0, 3)
+  grad_kernel = _weight_grad(x, grad, padding, precision)
   if groups > 1:  # Keep the per-group diagonal blocks.
     blocks = grad_kernel.reshape(kh, kw, groups, in_per_group, groups,
                                  out_per_group)

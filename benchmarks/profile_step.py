@@ -1,0 +1,131 @@
+"""Where the training step's time goes: a jax.profiler trace, summarised.
+
+  python benchmarks/profile_step.py                    # official, 16x64x64
+  python benchmarks/profile_step.py --devices=2 --steps=3
+  python benchmarks/profile_step.py --smoke            # tiny model (CI-sized)
+
+Runs the trainer's own step (train.make_train_step) under
+`jax.profiler.trace`, keeps the trace (TensorBoard's profile plugin or
+Perfetto open it: --trace_dir) and prints the XLA operations that took the
+most time, grouped by kind (convolution, fusion, loop, copy, ...), summed over
+threads and divided by the number of steps. The thread sum can exceed the
+wall time: several devices, and the intra-op thread pool, run concurrently.
+"""
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+_PRESET = flags.DEFINE_string('preset', 'official', 'Model preset.')
+_SMOKE = flags.DEFINE_bool('smoke', False, 'Tiny model and batch.')
+_DEVICES = flags.DEFINE_integer('devices', 1, 'XLA CPU host devices.')
+_STEPS = flags.DEFINE_integer('steps', 2, 'Profiled steps (after warm-up).')
+_TOP = flags.DEFINE_integer('top', 15, 'Operations listed.')
+_TRACE_DIR = flags.DEFINE_string('trace_dir', None,
+                                 'Where the trace is kept (default: a '
+                                 'temporary directory).')
+
+
+def _kind(name: str) -> str:
+  """A coarse kind for an XLA op or thunk name."""
+  lowered = name.lower()
+  for kind, pattern in (('convolution', r'conv|ynn|xnn'),
+                        ('dot (matmul)', r'\bdot|einsum|gemm'),
+                        ('loop (while/scan)', r'while|loop'),
+                        ('reduce', r'reduce'),
+                        ('copy/transpose', r'copy|transpose'),
+                        ('gather/scatter', r'gather|scatter'),
+                        ('collective', r'all-reduce|all_reduce|collective'),
+                        ('fusion (elementwise)', r'fusion'),):
+    if re.search(pattern, lowered):
+      return kind
+  return 'other'
+
+
+def summarise(trace_file: str, steps: int, top: int) -> str:
+  """A Markdown summary of the XLA op events in a Perfetto JSON trace."""
+  with gzip.open(trace_file, 'rt') as f:
+    events = json.load(f)
+  events = events['traceEvents'] if isinstance(events, dict) else events
+  by_name, by_kind = collections.Counter(), collections.Counter()
+  for event in events:
+    if event.get('ph') != 'X' or 'dur' not in event:
+      continue
+    name = event.get('name', '')
+    # Skip the Python/JAX host-side spans; keep what XLA's runtime executes.
+    if (name.startswith(('$', 'PjitFunction', 'PjRt', 'Thunk', 'pjit'))
+        or 'python' in name.lower() or 'TfrtCpu' in name):
+      continue
+    by_name[name] += event['dur'] / 1e6 / steps
+    by_kind[_kind(name)] += event['dur'] / 1e6 / steps
+  total = sum(by_kind.values())
+  lines = ['| kind | s per step (thread sum) | share |', '|---|---|---|']
+  lines += [f'| {kind} | {seconds:.3f} | {100 * seconds / total:.0f}% |'
+            for kind, seconds in by_kind.most_common()]
+  lines += ['', f'| top {top} operations | s per step | share |',
+            '|---|---|---|']
+  lines += [f'| `{name[:70]}` | {seconds:.3f} | {100 * seconds / total:.0f}% |'
+            for name, seconds in by_name.most_common(top)]
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  os.environ['XLA_FLAGS'] = (
+      os.environ.get('XLA_FLAGS', '') +
+      f' --xla_force_host_platform_device_count={_DEVICES.value}').strip()
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models, parallel, train, train_config  # pylint: disable=g-import-not-at-top
+
+  config = train_config.base_config(_PRESET.value)
+  batch_size, patch = 16, 64
+  if _SMOKE.value:
+    config.model.update(channels=4, num_blocks=2, num_scales=2,
+                        convs_per_scale=1)
+    batch_size, patch = 2 * _DEVICES.value, 32
+  model = models.build_model(config.model)
+  mesh = parallel.make_mesh()
+  optimizer = optax.adam(5e-4)
+  step_fn = train.make_train_step(model, optimizer, lambda _: 5e-4, config,
+                                  mesh)
+  state = parallel.replicate(train.create_train_state(
+      model, optimizer, patch, jax.random.key(0)), mesh)
+  rng = np.random.default_rng(0)
+  batch = parallel.shard_batch(
+      {name: rng.random((batch_size, patch, patch, 3), dtype=np.float32)
+       for name in ('rainy', 'clean')}, mesh)
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch).compile()
+  print(f'compiled in {time.perf_counter() - start:.1f} s', file=sys.stderr)
+  state, metrics = compiled(state, batch)  # warm-up
+  jax.block_until_ready(metrics)
+  trace_dir = _TRACE_DIR.value or tempfile.mkdtemp(prefix='dcsfn_profile_')
+  start = time.perf_counter()
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    for _ in range(_STEPS.value):
+      state, metrics = compiled(state, batch)
+      jax.block_until_ready(metrics)
+  wall = (time.perf_counter() - start) / _STEPS.value
+  traces = glob.glob(os.path.join(trace_dir, '**', 'perfetto_trace.json.gz'),
+                     recursive=True)
+  if not traces:
+    sys.exit(f'error: no perfetto_trace.json.gz under {trace_dir}.')
+  print(f'{_PRESET.value if not _SMOKE.value else "tiny"} preset, batch '
+        f'{batch_size}x{patch}x{patch}, {_DEVICES.value} device(s): '
+        f'{wall:.2f} s per profiled step (wall, profiler on); trace in '
+        f'{trace_dir}\n')
+  print(summarise(traces[0], _STEPS.value, _TOP.value))
+
+
+if __name__ == '__main__':
+  app.run(main)
