@@ -130,6 +130,25 @@ def test_large_weight_gradients_are_tiled():
   assert hlo.count('convolution(') == tiles, hlo.count('convolution(')
 
 
+@pytest.mark.parametrize('shape,factor', [((2, 9, 10, 3), 2),
+                                          ((1, 17, 13, 4), 4),
+                                          ((2, 16, 16, 2), 8)])
+def test_max_pool_routes_tied_gradients_to_the_first_maximum_as_torch(
+    shape, factor):
+  rng = np.random.RandomState(4)
+  images = rng.randint(0, 3, size=shape).astype(np.float32)  # many ties
+  x = torch.from_numpy(images).permute(0, 3, 1, 2).requires_grad_()
+  pooled = F.max_pool2d(x, factor, factor)
+  weights = torch.from_numpy(rng.randn(*pooled.shape).astype(np.float32))
+  (pooled * weights).sum().backward()
+  weights = jnp.asarray(weights.permute(0, 2, 3, 1).numpy())
+  ours = layers.max_pool(jnp.asarray(images), factor)
+  grad = jax.grad(lambda a: jnp.sum(layers.max_pool(a, factor) * weights))(
+      jnp.asarray(images))
+  np.testing.assert_array_equal(ours, pooled.detach().permute(0, 2, 3, 1))
+  np.testing.assert_array_equal(grad, x.grad.permute(0, 2, 3, 1))
+
+
 def test_max_pool_gradient_matches_torch_inside_scan():
   images = np.random.RandomState(3).randn(2, 9, 10, 3).astype(np.float32)
   x = torch.from_numpy(images).permute(0, 3, 1, 2).requires_grad_()
