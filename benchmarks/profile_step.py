@@ -7,8 +7,9 @@
 Runs the trainer's own step (train.make_train_step) under
 `jax.profiler.trace`, keeps the trace (TensorBoard's profile plugin or
 Perfetto open it: --trace_dir) and prints the XLA operations that took the
-most time, grouped by kind (convolution, fusion, loop, copy, ...), summed over
-threads and divided by the number of steps. The thread sum can exceed the
+most time, grouped by kind (weight-gradient convolutions, other convolutions,
+elementwise fusions, copies, ...), summed over threads and divided by the
+number of steps. The thread sum can exceed the
 wall time: several devices, and the intra-op thread pool, run concurrently.
 """
 import collections
@@ -34,12 +35,29 @@ _TRACE_DIR = flags.DEFINE_string('trace_dir', None,
                                  'temporary directory).')
 
 
-def _kind(name: str) -> str:
-  """A coarse kind for an XLA op or thunk name."""
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.-]+) = (\w+)\[([\d,]*)\]')
+
+
+def output_shapes(hlo_text: str) -> dict:
+  """{instruction name: output dims} for array-valued instructions."""
+  shapes = {}
+  for line in hlo_text.splitlines():
+    match = _INSTRUCTION.match(line)
+    if match:
+      shapes[match[1]] = tuple(int(d) for d in match[3].split(',') if d)
+  return shapes
+
+
+def _kind(name: str, shape: tuple) -> str:
+  """A coarse kind for an XLA op: convolutions whose output is a small
+  [Cin, kh, kw, Cout] are weight gradients (layers._weight_grad)."""
   lowered = name.lower()
-  for kind, pattern in (('convolution', r'conv|ynn|xnn'),
-                        ('dot (matmul)', r'\bdot|einsum|gemm'),
-                        ('loop (while/scan)', r'while|loop'),
+  if re.search(r'conv|ynn|xnn', lowered):
+    if len(shape) == 4 and 1 < shape[1] <= 7 and 1 < shape[2] <= 7:
+      return 'convolution, weight gradient'
+    return 'convolution, forward or input gradient'
+  for kind, pattern in (('dot (matmul)', r'\bdot|einsum|gemm'),
+                        ('reduce-window (max pool)', r'reduce-window'),
                         ('reduce', r'reduce'),
                         ('copy/transpose', r'copy|transpose'),
                         ('gather/scatter', r'gather|scatter'),
@@ -50,29 +68,30 @@ def _kind(name: str) -> str:
   return 'other'
 
 
-def summarise(trace_file: str, steps: int, top: int) -> str:
+def summarise(trace_file: str, hlo_text: str, steps: int, top: int) -> str:
   """A Markdown summary of the XLA op events in a Perfetto JSON trace."""
   with gzip.open(trace_file, 'rt') as f:
     events = json.load(f)
   events = events['traceEvents'] if isinstance(events, dict) else events
+  shapes = output_shapes(hlo_text)
   by_name, by_kind = collections.Counter(), collections.Counter()
   for event in events:
-    if event.get('ph') != 'X' or 'dur' not in event:
-      continue
-    name = event.get('name', '')
-    # Skip the Python/JAX host-side spans; keep what XLA's runtime executes.
-    if (name.startswith(('$', 'PjitFunction', 'PjRt', 'Thunk', 'pjit'))
-        or 'python' in name.lower() or 'TfrtCpu' in name):
-      continue
-    by_name[name] += event['dur'] / 1e6 / steps
-    by_kind[_kind(name)] += event['dur'] / 1e6 / steps
+    op = event.get('args', {}).get('hlo_op')
+    if event.get('ph') != 'X' or 'dur' not in event or not op:
+      continue  # Keep only what XLA's runtime executed (thunks).
+    if op.startswith(('while', 'call', 'conditional')):
+      continue  # Their spans hold their bodies' ops, counted on their own.
+    seconds = event['dur'] / 1e6 / steps
+    kind = _kind(op, shapes.get(op, ()))
+    by_name[f'{op} ({kind})'] += seconds
+    by_kind[kind] += seconds
   total = sum(by_kind.values())
   lines = ['| kind | s per step (thread sum) | share |', '|---|---|---|']
   lines += [f'| {kind} | {seconds:.3f} | {100 * seconds / total:.0f}% |'
             for kind, seconds in by_kind.most_common()]
   lines += ['', f'| top {top} operations | s per step | share |',
             '|---|---|---|']
-  lines += [f'| `{name[:70]}` | {seconds:.3f} | {100 * seconds / total:.0f}% |'
+  lines += [f'| `{name}` | {seconds:.3f} | {100 * seconds / total:.1f}% |'
             for name, seconds in by_name.most_common(top)]
   return '\n'.join(lines)
 
@@ -124,7 +143,7 @@ def main(argv):
         f'{batch_size}x{patch}x{patch}, {_DEVICES.value} device(s): '
         f'{wall:.2f} s per profiled step (wall, profiler on); trace in '
         f'{trace_dir}\n')
-  print(summarise(traces[0], _STEPS.value, _TOP.value))
+  print(summarise(traces[0], compiled.as_text(), _STEPS.value, _TOP.value))
 
 
 if __name__ == '__main__':
