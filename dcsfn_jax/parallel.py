@@ -137,6 +137,16 @@ def batch_sharded(mesh):
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def height_sharded(mesh):
+  """The sharding of [B, H, ...] images split along their rows over 'data'.
+
+  XLA partitions the convolutions (exchanging the rows at the seams), so the
+  result is that of the whole image: one image's latency gains from every
+  device.
+  """
+  return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+
 def replicate(tree, mesh):
   """Places every leaf of `tree` whole on every device of `mesh`.
 

@@ -117,3 +117,26 @@ def test_unpaired_and_mismatched_examples_are_rejected(tiny_model):
     evaluate.evaluate_examples(
         params, config, [dict(example, clean=example['clean'][:-1])],
         progress=False)
+
+
+def test_a_single_image_is_split_by_rows_over_the_devices_bit_for_bit(
+    tiny_model, monkeypatch):
+  params, config = tiny_model
+  assert jax.device_count() > 1, 'conftest gives the tests several devices'
+  splits = []
+  height_sharded = inference.parallel.height_sharded
+  monkeypatch.setattr(inference.parallel, 'height_sharded',
+                      lambda mesh: splits.append(1) or height_sharded(mesh))
+  runner = inference.Runner(inference.forward_fn(config), params)
+  rng = np.random.default_rng(5)
+  height = 8 * jax.device_count()
+  image = rng.random((1, height, 12, 3), dtype=np.float32)
+  single = runner({'rainy': image})['derained']
+  assert splits == [1]
+  # The same image beside a second one: the batch path, one image a device.
+  pair = runner({'rainy': np.concatenate([image, image[:, ::-1]])})['derained']
+  np.testing.assert_array_equal(single[0], pair[0])
+  # Rows the devices cannot share evenly take the batch path.
+  odd = runner({'rainy': image[:, :height - 1]})['derained']
+  assert splits == [1]
+  np.testing.assert_array_equal(odd.shape, (1, height - 1, 12, 3))

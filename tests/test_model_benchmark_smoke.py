@@ -45,3 +45,13 @@ def test_speed_benchmark_rejects_bad_flags(flag, tmp_path):
       capture_output=True, text=True, timeout=120, cwd=ROOT)
   assert completed.returncode != 0
   assert flag.split('=')[1].split(',')[-1] in completed.stderr
+
+
+def test_profile_step_smoke_summarises_the_trace(tmp_path):
+  completed = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'benchmarks', 'profile_step.py'),
+       '--smoke', '--steps=1', f'--trace_dir={tmp_path}'],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  assert '| convolution, weight gradient |' in completed.stdout
+  assert '| convolution, forward or input gradient |' in completed.stdout
