@@ -138,8 +138,13 @@ def _jax_case(case, config, shape, devices):
   clean = rng.random(shape + (3,), dtype=np.float32)
   params = models.init_params(model, jax.random.key(0), shape + (3,))
   mesh = parallel.make_mesh(jax.devices()[:devices])
-  split = shape[0] % devices == 0 and devices > 1
-  batch_sharding = NamedSharding(mesh, PartitionSpec('data' if split else None))
+  # As inference.Runner does: split the batch, or a lone image by rows.
+  if devices > 1 and shape[0] % devices == 0:
+    batch_sharding = parallel.batch_sharded(mesh)
+  elif devices > 1 and shape[0] == 1 and shape[1] % devices == 0:
+    batch_sharding = parallel.height_sharded(mesh)
+  else:
+    batch_sharding = NamedSharding(mesh, PartitionSpec())
   replicated = NamedSharding(mesh, PartitionSpec())
   rainy, clean = (jax.device_put(a, batch_sharding) for a in (rainy, clean))
   params = jax.device_put(models.runtime_layout(params, config), replicated)

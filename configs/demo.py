@@ -10,12 +10,14 @@ panels (rainy | derained | clean) to WORKDIR/panels/.
 
 Measured (2026-11-25, AMD EPYC, 2 CPU cores, otherwise idle): on a fresh
 clone with an empty TFDS_DATA_DIR, `pip install -e .` plus this command took
-2 min 41 s wall (data preparation included). Official protocol, 8 test
-photos: derained 24.91 dB PSNR / 0.785 SSIM against rainy inputs
-20.47 dB / 0.650, a gain of +4.44 dB. An earlier run of the same config
-(before the host-side initialisation, on 2 cores shared with other jobs) took
-4 min 47 s and reached 25.18 dB / 0.820 (+4.71 dB); docs/demo_panel.png is
-one panel from that run.
+2 min 50 s wall (data preparation included; XLA on 2 host devices, one per
+core, the default since the performance work; 2 min 41 s on 1 device
+before it). Official protocol, 8 test photos: derained 24.86 dB PSNR /
+0.784 SSIM against rainy inputs 20.47 dB / 0.650, a gain of +4.39 dB (on 1
+device: 24.91 dB / 0.785; the batch split changes float summation order).
+An earlier run of the same config (before the host-side initialisation, on
+2 cores shared with other jobs) took 4 min 47 s and reached 25.18 dB /
+0.820 (+4.71 dB); docs/demo_panel.png is one panel from that run.
 
 Departures from the released recipe, to fit a few CPU minutes: a smaller
 network (16 channels, 2 blocks per encoder/decoder, 2 ICB scales, one conv
