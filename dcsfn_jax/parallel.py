@@ -94,8 +94,8 @@ def use_host_cores(batch_size=None):
   """Gives XLA's CPU backend one device per core, so data parallelism on a CPU
   host uses every core.
 
-  One XLA CPU device keeps only about 1.3 cores busy; one device per core
-  splits each batch across them (measured in benchmarks/RESULTS.md). Adds
+  One XLA CPU device keeps about one core busy; one device per core splits
+  each batch across them (1.1-1.5x on 2 cores, benchmarks/RESULTS.md). Adds
   --xla_force_host_platform_device_count to XLA_FLAGS unless it is there
   already (set it yourself to choose, e.g. =1). Only the CPU backend reads
   it: on a GPU or TPU host the accelerators stay the devices. Call it before

@@ -199,7 +199,7 @@ def create_train_state(model, optimizer, patch_size, root_key):
   """The train state: params, optimiser state, step, RNG key data.
 
   Params and optimiser moments are in `models.runtime_layout` (with
-  scan_blocks: ~500 stacked tensors instead of 4,098 per-block ones, so the
+  scan_blocks: 324 stacked tensors instead of 4,098 per-block ones, so the
   Adam update compiles in seconds); checkpoints hold them per block
   (`checkpoint_layout`). Params are drawn on the host (`models.init_params`),
   deterministic in `root_key`: a jitted `model.init` compiles one random
