@@ -15,6 +15,7 @@ from dcsfn_jax.export import from_torch_state_dict
 
 torch = pytest.importorskip('torch')
 from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+from released_ssim import released_ssim  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _released_style_psnr(derained_255, clean_255):
@@ -22,23 +23,6 @@ def _released_style_psnr(derained_255, clean_255):
   clean_255 = np.clip(clean_255, 0, 255)
   mse = np.mean((derained_255 / 255. - clean_255 / 255.)**2)
   return 100.0 if mse == 0 else 20 * math.log10(1 / math.sqrt(mse))
-
-
-def _released_style_ssim(derained, clean):
-  """Zero-padded 11x11 Gaussian (sigma 1.5) SSIM of NCHW tensors, mean."""
-  taps = torch.tensor([math.exp(-(x - 5)**2 / (2 * 1.5**2))
-                       for x in range(11)])
-  taps = taps / taps.sum()
-  window = (taps[:, None] @ taps[None, :]).expand(3, 1, 11, 11).contiguous()
-  blur = lambda x: torch.nn.functional.conv2d(x, window, padding=5, groups=3)
-  mu1, mu2 = blur(derained), blur(clean)
-  var1 = blur(derained * derained) - mu1**2
-  var2 = blur(clean * clean) - mu2**2
-  cov = blur(derained * clean) - mu1 * mu2
-  c1, c2 = 0.01**2, 0.03**2
-  ssim_map = ((2 * mu1 * mu2 + c1) * (2 * cov + c2)
-              / ((mu1**2 + mu2**2 + c1) * (var1 + var2 + c2)))
-  return ssim_map.mean().item()
 
 
 def test_official_protocol_reproduces_the_released_eval_on_twin_weights():
@@ -72,7 +56,7 @@ def test_official_protocol_reproduces_the_released_eval_on_twin_weights():
       derained = twin(rainy)
     expected.append((
         _released_style_psnr(derained.numpy() * 255, clean.numpy() * 255),
-        _released_style_ssim(derained, clean)))
+        released_ssim(derained, clean).item()))
 
   for row, (psnr, ssim) in zip(rows, expected):
     assert abs(row['official/psnr'] - psnr) < 1e-4, (row, psnr)

@@ -1,27 +1,16 @@
 """Bad configs fail before any compilation; a NaN loss stops the run."""
-import importlib.util
-import pathlib
-
 import pytest
 
 from dcsfn_jax import checkpointing
 from dcsfn_jax import train
 from dcsfn_jax import train_config
-
-_REPO = pathlib.Path(__file__).resolve().parents[1]
+import smoke_config
 
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
-def _smoke_config(data_dir):
-  spec = importlib.util.spec_from_file_location('demo_config',
-                                                _REPO / 'configs' / 'demo.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('smoke')
-  config.data_dir = str(data_dir)
-  return config
+_smoke_config = smoke_config.smoke_config
 
 
 @pytest.fixture

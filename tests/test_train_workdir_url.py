@@ -5,7 +5,6 @@ from a local folder and refuses appends, as GCS does. Orbax's CheckpointManager
 and tensorboardX's SummaryWriter are handed a local folder by the test after
 it has recorded the URL they were given, since neither writes through epath.
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -16,8 +15,8 @@ import pytest
 
 from dcsfn_jax import train
 import fake_object_store
+import smoke_config
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
 _URL = 'gs://bucket/run'
 
 
@@ -82,12 +81,7 @@ def test_logger_rewrites_metrics_without_appending_and_resume_keeps_them(
 
 
 def _smoke_config(data_dir):
-  spec = importlib.util.spec_from_file_location('demo_config',
-                                                _REPO / 'configs' / 'demo.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('smoke')
-  config.data_dir = str(data_dir)
+  config = smoke_config.smoke_config(data_dir)
   config.total_steps = 2
   config.log_every_steps = 1
   config.eval_every_steps = 2
