@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import skimage.data
 
-from dcsfn_jax import losses
+from dcsfn_jax.training import losses
 from dcsfn_jax import models
 from dcsfn_jax.data import synthetic
 

@@ -23,8 +23,8 @@ from absl import flags
 import numpy as np
 import skimage.data
 
-from dcsfn_jax import images
-from dcsfn_jax import niqe
+from dcsfn_jax.evaluation import images
+from dcsfn_jax.metrics import niqe
 
 _PHOTOS = ('astronaut', 'camera', 'coffee', 'chelsea', 'rocket',
            'hubble_deep_field', 'retina', 'brick', 'grass', 'gravel', 'coins',

@@ -130,7 +130,7 @@ def _jax_case(case, config, shape, devices):
   import optax  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   from dcsfn_jax import models, parallel, train  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax.train_config import base_config as base_train_config  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.training.config import base_config as base_train_config  # pylint: disable=g-import-not-at-top
 
   model = models.build_model(config)
   rng = np.random.default_rng(0)
@@ -185,7 +185,7 @@ def _unrolled_flops(case, config, params, rainy, clean) -> float:
   dense-fusion work and the rematerialised forward.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import losses, models  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.training import losses, models  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.scan_blocks = False
   model = models.build_model(config)

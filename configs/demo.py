@@ -26,7 +26,7 @@ per scale), batch 4 of 48 px patches, 1000 steps at lr 2e-3 (still divided by
 which lifts PSNR sooner. Variant `:smoke` is a seconds-long run for tests
 and the notebook.
 """
-from dcsfn_jax import train_config
+from dcsfn_jax.training import config as train_config
 
 
 def get_config(arg=None):

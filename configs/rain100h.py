@@ -25,7 +25,7 @@ instead of a RandomState repeated in every worker and epoch. For PReNet's
 protocol without the 546 train pairs whose backgrounds reappear in the test
 set, use --config.train_split=train_1254.
 """
-from dcsfn_jax import train_config
+from dcsfn_jax.training import config as train_config
 
 
 def get_config(arg=None):

@@ -16,7 +16,7 @@ Hardware and time: not measured here (CPU-only machine).
 Departures from the released code: RGB inside instead of BGR; augmentation
 randomness from (seed, epoch, index) (see configs/rain100h.py).
 """
-from dcsfn_jax import train_config
+from dcsfn_jax.training import config as train_config
 
 
 def get_config(arg=None):

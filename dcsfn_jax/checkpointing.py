@@ -16,7 +16,6 @@ etils.epath, and only local ones are made absolute (orbax needs that).
 import json
 import os
 
-from absl import logging
 from etils import epath
 import jax
 import ml_collections
@@ -47,11 +46,9 @@ def _best_metric(metrics):
   return metrics[BEST_METRIC]
 
 
-def _options(*, save_interval_steps=1, keep=3, async_save=True,
-             read_only=False):
+def _options(*, keep=3, read_only=False):
   policies = ocp.checkpoint_managers
   return ocp.CheckpointManagerOptions(
-      save_interval_steps=save_interval_steps,
       # best_fn makes orbax persist the metrics, so the best step is still
       # known (and kept) after a restart.
       best_fn=_best_metric,
@@ -61,57 +58,51 @@ def _options(*, save_interval_steps=1, keep=3, async_save=True,
           policies.BestN(get_metric_fn=_best_metric, reverse=False, n=1,
                          keep_checkpoints_without_metrics=False),
       ]),
-      enable_async_checkpointing=async_save,
+      enable_async_checkpointing=not read_only,
       cleanup_tmp_directories=not read_only,
       read_only=read_only,
       create=not read_only,
   )
 
 
-def make_manager(workdir, *, save_interval_steps, keep=3, async_save=True):
-  """A CheckpointManager in WORKDIR/checkpoints keeping the latest `keep`
-  steps plus the best one by eval PSNR (pass metrics={'psnr': ...} to `save`).
-  """
+def make_manager(workdir, *, keep=3):
+  """An asynchronous CheckpointManager in WORKDIR/checkpoints keeping the
+  latest `keep` steps plus the best one by eval PSNR (pass
+  metrics={'psnr': ...} to `save`)."""
   directory = as_path(workdir) / CHECKPOINTS_SUBDIR
-  return ocp.CheckpointManager(
-      directory,
-      options=_options(save_interval_steps=save_interval_steps, keep=keep,
-                       async_save=async_save))
+  return ocp.CheckpointManager(directory, options=_options(keep=keep))
 
 
-# The presets a saved model config is matched against to fill its missing
-# fields (models.preset names).
-_MODEL_PRESETS = ('official', 'paper')
+def read_config(manager, step):
+  """The training config saved at `step` (model config completed)."""
+  restored = manager.restore(
+      step, args=ocp.args.Composite(**{_CONFIG: ocp.args.JsonRestore()}))
+  return _complete_config(restored[_CONFIG],
+                          f'{manager.directory} step {step}')
+
+
+def set_aside(manager, step):
+  """Renames a damaged step's folder to STEP.corrupt (orbax no longer lists
+  it, nothing is deleted) and returns the new path."""
+  folder = epath.Path(manager.directory) / str(step)
+  aside = folder.with_name(f'{step}.corrupt')
+  number = 1
+  while aside.exists():
+    number += 1
+    aside = folder.with_name(f'{step}.corrupt{number}')
+  folder.rename(aside)
+  manager.reload()
+  return aside
 
 
 def _complete_config(saved, source):
-  """The saved config as a ConfigDict, its model config completed.
-
-  A checkpoint written before a model-config field existed lacks it: each
-  missing field takes its default from the preset closest to the saved
-  fields, and is logged. Fields this version does not know are an error.
-  """
+  """The saved config as a ConfigDict, its model config completed
+  (`models.complete`)."""
   config = ml_collections.ConfigDict(saved)
   if 'model' not in config:
     raise ValueError(f'{source} holds no model config (config.model); it was '
                      'not written by dcsfn_jax.checkpointing.')
-  presets = {name: models.preset(name) for name in _MODEL_PRESETS}
-  unknown = sorted(set(config.model.keys()) - set(presets['official'].keys()))
-  if unknown:
-    raise ValueError(
-        f'{source}: the saved model config has field(s) {unknown} that this '
-        'dcsfn_jax does not know; it was written by a newer or modified '
-        'version.')
-  closest = max(presets, key=lambda name: sum(
-      presets[name][field] == value for field, value in config.model.items()))
-  missing = {field: presets[closest][field]
-             for field in presets[closest].keys() if field not in config.model}
-  if missing:
-    logging.warning(
-        '%s predates model-config field(s) %s; using the %r preset\'s '
-        'defaults %s.', source, sorted(missing), closest, missing)
-    for field, value in missing.items():
-      config.model[field] = value
+  config.model = models.complete(config.model.to_dict(), source)
   return config
 
 
@@ -121,7 +112,7 @@ def config_to_dict(config):
 
 
 def save(manager, step, *, params, train_state, data_state, config,
-         metrics=None, force=False):
+         metrics=None):
   """Saves one training step (asynchronously when the manager is async).
 
   Args:
@@ -133,7 +124,6 @@ def save(manager, step, *, params, train_state, data_state, config,
     data_state: JSON-able state of the input pipeline (`get_state()`).
     config: the full training ConfigDict.
     metrics: e.g. {'psnr': 27.1} at eval steps; ranks the best checkpoint.
-    force: save even when `step` is off the save interval.
 
   Returns:
     Whether a checkpoint was started.
@@ -146,8 +136,7 @@ def save(manager, step, *, params, train_state, data_state, config,
           _DATA_ITERATOR: ocp.args.JsonSave(data_state),
           _CONFIG: ocp.args.JsonSave(config_to_dict(config)),
       }),
-      metrics=metrics,
-      force=force)
+      metrics=metrics)
 
 
 def restore(manager, step, *, abstract_params, abstract_train_state):

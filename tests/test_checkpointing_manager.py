@@ -29,8 +29,7 @@ def _save(manager, mesh, step, psnr=None):
   params, train_state = _state(mesh, float(step))
   checkpointing.save(manager, step, params=params, train_state=train_state,
                      data_state={'position': step}, config=_CONFIG,
-                     metrics=None if psnr is None else {'psnr': psnr},
-                     force=True)
+                     metrics=None if psnr is None else {'psnr': psnr})
 
 
 def _abstract(tree, mesh):
@@ -42,16 +41,14 @@ def _abstract(tree, mesh):
 
 def test_keeps_latest_k_plus_best_across_restarts(tmp_path):
   mesh = parallel.make_mesh()
-  manager = checkpointing.make_manager(tmp_path, save_interval_steps=1,
-                                       keep=2)
+  manager = checkpointing.make_manager(tmp_path, keep=2)
   for step, psnr in [(1, 20.0), (2, 31.0), (3, 25.0), (4, None), (5, 24.0)]:
     _save(manager, mesh, step, psnr)
   manager.wait_until_finished()
   assert manager.all_steps() == [2, 4, 5]
   manager.close()
   # A new process must still know step 2 is the best and keep it.
-  manager = checkpointing.make_manager(tmp_path, save_interval_steps=1,
-                                       keep=2)
+  manager = checkpointing.make_manager(tmp_path, keep=2)
   _save(manager, mesh, 6)
   _save(manager, mesh, 7)
   manager.wait_until_finished()
@@ -68,7 +65,7 @@ def test_keeps_latest_k_plus_best_across_restarts(tmp_path):
 
 def test_half_written_step_is_ignored(tmp_path):
   mesh = parallel.make_mesh()
-  manager = checkpointing.make_manager(tmp_path, save_interval_steps=1)
+  manager = checkpointing.make_manager(tmp_path)
   _save(manager, mesh, 1)
   manager.wait_until_finished()
   manager.close()
@@ -80,7 +77,7 @@ def test_half_written_step_is_ignored(tmp_path):
   shutil.rmtree(partial / 'params')
   assert checkpointing.resolve(tmp_path).endswith(
       os.path.join('checkpoints', '1'))
-  manager = checkpointing.make_manager(tmp_path, save_interval_steps=1)
+  manager = checkpointing.make_manager(tmp_path)
   assert manager.latest_step() == 1
   _save(manager, mesh, 2)
   manager.wait_until_finished()
@@ -93,14 +90,14 @@ def test_restores_onto_a_different_device_count(tmp_path, saved_on,
                                                 restored_on):
   assert jax.device_count() >= 4, 'conftest should simulate 4 CPU devices'
   save_mesh = parallel.make_mesh(jax.devices()[:saved_on])
-  manager = checkpointing.make_manager(tmp_path, save_interval_steps=1)
+  manager = checkpointing.make_manager(tmp_path)
   _save(manager, save_mesh, 3, psnr=30.0)
   manager.wait_until_finished()
   manager.close()
 
   restore_mesh = parallel.make_mesh(jax.devices()[:restored_on])
   params, train_state = _state(restore_mesh, 0.0)
-  manager = checkpointing.make_manager(tmp_path, save_interval_steps=1)
+  manager = checkpointing.make_manager(tmp_path)
   restored = checkpointing.restore(
       manager, 3, abstract_params=_abstract(params, restore_mesh),
       abstract_train_state=_abstract(train_state, restore_mesh))
@@ -121,9 +118,9 @@ def test_restore_fills_model_fields_added_after_saving(tmp_path):
   old_config = ml_collections.ConfigDict(_CONFIG.to_dict())
   del old_config.model['scan_blocks']
   params, train_state = _state(mesh, 1.0)
-  manager = checkpointing.make_manager(tmp_path, save_interval_steps=1)
+  manager = checkpointing.make_manager(tmp_path)
   checkpointing.save(manager, 1, params=params, train_state=train_state,
-                     data_state={}, config=old_config, force=True)
+                     data_state={}, config=old_config)
   manager.wait_until_finished()
   restored = checkpointing.restore(
       manager, 1, abstract_params=_abstract(params, mesh),

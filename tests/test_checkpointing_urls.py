@@ -56,7 +56,7 @@ def test_orbax_receives_the_url_unchanged(tmp_path, monkeypatch):
 
   monkeypatch.setattr(ocp, 'CheckpointManager', RecordingManager)
   monkeypatch.setattr(ocp, 'Checkpointer', RecordingCheckpointer)
-  checkpointing.make_manager(_URL, save_interval_steps=1)
+  checkpointing.make_manager(_URL)
   checkpointing.save_pretrained(f'{_URL}/pretrained', _params(), _config())
   assert received == [f'{_URL}/checkpoints', f'{_URL}/pretrained']
   assert not os.listdir(tmp_path), 'a URL was turned into a local folder'

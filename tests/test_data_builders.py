@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcsfn_jax.data import building
+from dcsfn_jax.data import preparation
 from dcsfn_jax.data import load_split
 from dcsfn_jax.data import synthetic
 
@@ -142,7 +142,7 @@ def names(prefix, keys):
 
 def build(dataset, fake: Fake, tmp_path):
   data_dir = tmp_path / 'data'
-  building.prepare(dataset, manual_dir=fake.root, data_dir=data_dir)
+  preparation.prepare(dataset, manual_dir=fake.root, data_dir=data_dir)
   return data_dir
 
 
@@ -294,7 +294,7 @@ def test_synthetic_rain_from_a_photo_folder(tmp_path):
   photos = tmp_path / 'photos'
   for k in range(5):
     save(photos / f'p{k}.png', clean_image(k, 24, 32))
-  data_dir = building.prepare_synthetic(tmp_path / 'data', photos_dir=photos,
+  data_dir = preparation.prepare_synthetic(tmp_path / 'data', photos_dir=photos,
                                         num_train=4, num_test=2)
   train = load_split('synthetic_rain', 'train', data_dir)
   test = load_split('synthetic_rain', 'test', data_dir)

@@ -6,7 +6,7 @@ from PIL import Image
 
 from dcsfn_jax.data import DatasetLayoutError
 from dcsfn_jax.data import DatasetNotPreparedError
-from dcsfn_jax.data import building
+from dcsfn_jax.data import preparation
 from dcsfn_jax.data import load_split
 
 
@@ -21,7 +21,7 @@ def image(height=12, width=16, value=90):
 
 def prepare_fails(dataset, manual_dir, data_dir, *fragments):
   with pytest.raises(DatasetLayoutError) as error:
-    building.prepare(dataset, manual_dir=manual_dir, data_dir=data_dir)
+    preparation.prepare(dataset, manual_dir=manual_dir, data_dir=data_dir)
   message = str(error.value)
   for fragment in fragments:
     assert str(fragment) in message, f'{fragment!r} not in:\n{message}'
@@ -109,11 +109,11 @@ def test_list_file_with_missing_image(tmp_path):
 
 def test_failure_keeps_other_prepared_datasets(tmp_path):
   data_dir = tmp_path / 'data'
-  building.prepare_synthetic(data_dir, max_size=24, num_train=2, num_test=1)
+  preparation.prepare_synthetic(data_dir, max_size=24, num_train=2, num_test=1)
   manual = tmp_path / 'manual' / 'test'
   save(manual / '1.png', image(10, 21))
   with pytest.raises(DatasetLayoutError):
-    building.prepare('rain800', manual_dir=tmp_path / 'manual',
+    preparation.prepare('rain800', manual_dir=tmp_path / 'manual',
                      data_dir=data_dir)
   assert not (data_dir / 'derain' / 'rain800').exists()
   assert len(load_split('synthetic_rain', 'train', data_dir)) == 2

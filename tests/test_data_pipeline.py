@@ -7,6 +7,7 @@ import pytest
 
 from dcsfn_jax.data import load_split
 from dcsfn_jax.data import pipeline
+from dcsfn_jax.data import sources
 
 
 def constant_source(num_examples: int, height: int = 90, width: int = 100):
@@ -166,18 +167,18 @@ def test_bad_batch_and_host_arguments():
                             augment='mixup', process_index=0, process_count=1)
 
 
-def test_eval_iterator_gives_full_images_split_over_hosts(synthetic_data_dir):
+def test_process_shares_are_disjoint_and_cover_the_split(synthetic_data_dir):
   source = load_split('synthetic_rain', 'test', synthetic_data_dir)
-  single = list(pipeline.eval_iterator(source, process_index=0,
-                                       process_count=1))
-  assert [e['name'] for e in single] == [source[i]['name']
-                                         for i in range(len(source))]
-  for example, index in zip(single, range(len(source))):
-    raw = source[index]
-    assert example['rainy'].dtype == np.float32
-    np.testing.assert_allclose(example['rainy'] * 255, raw['rainy'], atol=1e-3)
-    np.testing.assert_allclose(example['clean'] * 255, raw['clean'], atol=1e-3)
-  per_host = [[e['name'] for e in pipeline.eval_iterator(
-      source, process_index=host, process_count=2)] for host in range(2)]
-  assert collections.Counter(sum(per_host, [])) == collections.Counter(
-      e['name'] for e in single)
+  names = [source[i]['name'] for i in range(len(source))]
+  whole = sources.process_share(source, 0, 1)
+  assert [whole[i]['name'] for i in range(len(whole))] == names
+  np.testing.assert_array_equal(whole[1]['rainy'], source[1]['rainy'])
+  per_host = [[share[i]['name'] for i in range(len(share))]
+              for share in (sources.process_share(source, host, 3)
+                            for host in range(3))]
+  assert collections.Counter(sum(per_host, [])) == collections.Counter(names)
+  head = sources.first(source, 2)
+  assert len(head) == 2 and head[1]['name'] == names[1]
+  assert len(sources.first(source, 100)) == len(source)
+  with pytest.raises(IndexError):
+    head[2]  # pylint: disable=pointless-statement

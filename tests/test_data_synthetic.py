@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from dcsfn_jax.data import load_split
 from dcsfn_jax.data import synthetic
-from dcsfn_jax.data.builders import TEST_PHOTOS, TRAIN_PHOTOS
+from dcsfn_jax.data.tfds_builder import TEST_PHOTOS, TRAIN_PHOTOS
 
 
 def photo(height=40, width=50):

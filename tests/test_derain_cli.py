@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from dcsfn_jax import checkpointing
-from dcsfn_jax import derain
-from dcsfn_jax import images
-from dcsfn_jax import inference
+from dcsfn_jax import metrics
+from dcsfn_jax.evaluation import derainer as derain
+from dcsfn_jax.evaluation import images
+from dcsfn_jax.evaluation import inference
 from dcsfn_jax import models
 
 
@@ -65,7 +66,7 @@ def test_tiled_derain_equals_whole_image_derain_away_from_seams():
   # Untiled at native size (no bucket padding, which moves the outputs
   # within the receptive field of the right/bottom border).
   whole = np.asarray(models.build_model(config).apply(
-      {'params': params}, images.to_float(photo)[None]))[0]
+      {'params': params}, metrics.to_float(photo)[None]))[0]
   tiled = derain.Derainer(params, config, tile=48, overlap=12)(photo)
   assert tiled.shape == whole.shape == (96, 150, 3)
 
@@ -154,10 +155,21 @@ def test_derain_files_overwrites_only_when_asked(checkpoint_dir, tmp_path):
                                 progress=False)
   assert 'exists' in results[0].error
   assert (output / 'one.png').read_bytes() == b'old'
+  # --overwrite replaces earlier outputs only, never a user's own file.
+  results = derain.derain_files(derainer, [os.fspath(photo)], output,
+                                overwrite=True, progress=False)
+  assert 'not written by dcsfn_jax' in results[0].error
+  assert (output / 'one.png').read_bytes() == b'old'
+  (output / 'one.png').unlink()
+  results = derain.derain_files(derainer, [os.fspath(photo)], output,
+                                progress=False)
+  first = (output / 'one.png').read_bytes()
+  assert not results[0].error and images.is_our_output(output / 'one.png')
   results = derain.derain_files(derainer, [os.fspath(photo)], output,
                                 overwrite=True, progress=False)
   assert not results[0].error
   assert images.read_image(output / 'one.png').shape == (33, 35, 3)
+  assert (output / 'one.png').read_bytes() == first
 
 
 def test_torch_checkpoint_derains_like_the_imported_project_checkpoint(
@@ -165,7 +177,7 @@ def test_torch_checkpoint_derains_like_the_imported_project_checkpoint(
   pytest.importorskip('torch')
   pytest.importorskip('safetensors')
   from dcsfn_jax.export import to_torch_state_dict  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax.export.__main__ import write_torch_weights  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.export.torch_files import write_torch_weights  # pylint: disable=g-import-not-at-top
   config = _tiny_single_config()
   config.channel_order = 'bgr'
   params = _init(config, seed=3)

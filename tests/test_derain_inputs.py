@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcsfn_jax import images
+from dcsfn_jax.evaluation import images
 from dcsfn_jax import metrics
 
 
@@ -97,7 +97,7 @@ def test_float_tiff_in_unit_range(tmp_path):
   plane = np.linspace(0, 1, 24 * 40, dtype=np.float32).reshape(24, 40)
   read = images.read_image(_save(tmp_path, 'f.tif', Image.fromarray(plane,
                                                                     'F')))
-  np.testing.assert_array_equal(read[..., 0], images.to_uint8(plane))
+  np.testing.assert_array_equal(read[..., 0], metrics.to_uint8(plane))
 
 
 def test_cmyk_jpeg_reads_as_the_rgb_it_shows(tmp_path):
@@ -161,7 +161,7 @@ def test_error_map_and_panel_layout():
   assert error.shape == (10, 12, 3) and error.dtype == np.uint8
   assert error[:, :6].max() < 10  # no error: black
   assert error[:, 6:].min() > 150  # full-scale error: bright
-  panel = images.panel([images.to_uint8(clean), error],
+  panel = images.panel([metrics.to_uint8(clean), error],
                        ['clean', 'error'])
   assert panel.shape[1] == 12 + 4 + 12 and panel.shape[0] > 10
   with pytest.raises(ValueError, match='labels'):

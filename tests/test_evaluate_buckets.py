@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcsfn_jax import evaluate
-from dcsfn_jax import inference
+from dcsfn_jax.evaluation import evaluator
+from dcsfn_jax.evaluation import inference
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 
@@ -60,18 +60,18 @@ def test_many_sizes_compile_once_per_bucket_and_score_like_native_sizes(
   on_ladder = [(48, 56), (40, 48)]
   padded = [(47, 55), (45, 50), (41, 41), (37, 45), (33, 47)]
   examples = _examples(on_ladder + padded)
-  rows, summary = evaluate.evaluate_examples(
-      params, config, examples, progress=False)
+  rows, summary = evaluator.evaluate_examples(
+      params, config, examples, bucket=True, progress=False)
 
   granule = models.minimum_size(config)
-  buckets = {inference.bucket_shape(h, w, granule)
+  buckets = {inference.bucket_shape(h, w, granule, bucket=True)
              for h, w in on_ladder + padded}
   assert len(buckets) == 3
   assert summary['compilations'] == len(buckets), summary
   assert summary['num_images'] == len(examples)
 
-  exact_rows, exact_summary = evaluate.evaluate_examples(
-      params, config, examples[:len(on_ladder)], exact=True, progress=False)
+  exact_rows, exact_summary = evaluator.evaluate_examples(
+      params, config, examples[:len(on_ladder)], progress=False)
   assert exact_summary['compilations'] == len(on_ladder)
   by_name = {row['name']: row for row in rows}
   for exact_row in exact_rows:
@@ -91,15 +91,15 @@ def test_padded_images_are_scored_on_their_cropped_output(tiny_model,
                                                           tmp_path):
   params, config = tiny_model
   examples = _examples([(37, 53)], seed=1)
-  rows, _ = evaluate.evaluate_examples(params, config, examples,
+  rows, _ = evaluator.evaluate_examples(params, config, examples,
                                        output_dir=tmp_path, progress=False)
-  from dcsfn_jax import images  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.evaluation import images  # pylint: disable=g-import-not-at-top
   saved = images.read_image(tmp_path / 'derained' / 'image_00.png')
   assert saved.shape == (37, 53, 3)
   # y_uint8 scores the rounded PNG, so re-scoring the file must agree.
   rescored = metrics.y_uint8_metrics(
-      jnp.asarray(images.to_float(saved))[None],
-      jnp.asarray(images.to_float(examples[0]['clean']))[None])
+      jnp.asarray(metrics.to_float(saved))[None],
+      jnp.asarray(metrics.to_float(examples[0]['clean']))[None])
   np.testing.assert_allclose(rows[0]['y_uint8/psnr'], rescored['psnr'][0],
                              atol=1e-4)
   np.testing.assert_allclose(rows[0]['y_uint8/ssim'], rescored['ssim'][0],
@@ -110,11 +110,11 @@ def test_unpaired_and_mismatched_examples_are_rejected(tiny_model):
   params, config = tiny_model
   example = _examples([(40, 48)])[0]
   with pytest.raises(ValueError, match='derain --niqe'):
-    evaluate.evaluate_examples(params, config,
+    evaluator.evaluate_examples(params, config,
                                [{'name': 'x', 'rainy': example['rainy']}],
                                progress=False)
   with pytest.raises(ValueError, match='differ in shape'):
-    evaluate.evaluate_examples(
+    evaluator.evaluate_examples(
         params, config, [dict(example, clean=example['clean'][:-1])],
         progress=False)
 
@@ -127,16 +127,17 @@ def test_a_single_image_is_split_by_rows_over_the_devices_bit_for_bit(
   height_sharded = inference.parallel.height_sharded
   monkeypatch.setattr(inference.parallel, 'height_sharded',
                       lambda mesh: splits.append(1) or height_sharded(mesh))
-  runner = inference.Runner(inference.forward_fn(config), params)
+  runner = inference.Runner(inference.forward_fn(config))
+  params = runner.place(params)
   rng = np.random.default_rng(5)
   height = 8 * jax.device_count()
   image = rng.random((1, height, 12, 3), dtype=np.float32)
-  single = runner({'rainy': image})['derained']
+  single = runner(params, {'rainy': image})['derained']
   assert splits == [1]
   # The same image beside a second one: the batch path, one image a device.
-  pair = runner({'rainy': np.concatenate([image, image[:, ::-1]])})['derained']
+  pair = runner(params, {'rainy': np.concatenate([image, image[:, ::-1]])})['derained']
   np.testing.assert_array_equal(single[0], pair[0])
   # Rows the devices cannot share evenly take the batch path.
-  odd = runner({'rainy': image[:, :height - 1]})['derained']
+  odd = runner(params, {'rainy': image[:, :height - 1]})['derained']
   assert splits == [1]
   np.testing.assert_array_equal(odd.shape, (1, height - 1, 12, 3))

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from dcsfn_jax import checkpointing
-from dcsfn_jax import evaluate
-from dcsfn_jax import images
+from dcsfn_jax.evaluation import evaluator
+from dcsfn_jax.evaluation import images
 from dcsfn_jax import models
 
 
@@ -71,18 +71,18 @@ def test_evaluate_checkpoint_refuses_to_overwrite_and_names_bad_protocols(
     checkpoint_dir, tmp_path):
   (tmp_path / 'old.txt').write_text('keep me')
   with pytest.raises(FileExistsError, match='--overwrite'):
-    evaluate.evaluate_checkpoint(checkpoint_dir, output_dir=tmp_path)
+    evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=tmp_path)
   with pytest.raises(ValueError, match="'official', 'y_uint8'"):
-    evaluate.evaluate_checkpoint(checkpoint_dir, output_dir=tmp_path / 'new',
+    evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=tmp_path / 'new',
                                  protocols=['psnr_rgb'])
   assert (tmp_path / 'old.txt').read_text() == 'keep me'
 
 
 def test_evaluate_checkpoint_only_official_with_limit(checkpoint_dir,
                                                       tmp_path):
-  summary = evaluate.evaluate_checkpoint(
+  summary = evaluator.evaluate_checkpoint(
       checkpoint_dir, output_dir=tmp_path / 'one', protocols=['official'],
-      limit=1, panels=False, progress=False, exact=True)
+      limit=1, panels=False, progress=False)
   assert summary['num_images'] == 1
   assert set(summary['means']) == {'official/psnr', 'official/ssim',
                                    'official/psnr_rainy',

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcsfn_jax import losses
+from dcsfn_jax.training import losses
 
 
 def _pair(seed=0, shape=(2, 40, 33, 3)):

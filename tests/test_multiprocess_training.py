@@ -26,7 +26,7 @@ from dcsfn_jax import checkpointing
 from dcsfn_jax import data
 
 _CONFIG = '''
-from dcsfn_jax import train_config
+from dcsfn_jax.training import config as train_config
 
 
 def get_config():

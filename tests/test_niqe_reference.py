@@ -6,7 +6,7 @@ import pytest
 import skimage.data
 from scipy import ndimage, special
 
-from dcsfn_jax import niqe
+from dcsfn_jax.metrics import niqe
 
 
 def _cubic(x):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dcsfn_jax import schedules
+from dcsfn_jax.training import schedules
 
 
 def test_released_step_counts():

@@ -1,4 +1,5 @@
 """Export/import CLIs: released-format checkpoints in, .pth/.safetensors out."""
+import json
 import os
 import subprocess
 import sys
@@ -9,12 +10,12 @@ import pytest
 
 from dcsfn_jax import checkpointing
 from dcsfn_jax.export import from_torch_state_dict
-from dcsfn_jax.import_torch import import_torch_checkpoint
+from dcsfn_jax.export.torch_files import import_torch_checkpoint
 from dcsfn_jax.models import build_model
 from dcsfn_jax.models import preset
 
 torch = pytest.importorskip('torch')
-from dcsfn_jax.export.__main__ import export_checkpoint  # pylint: disable=g-import-not-at-top
+from dcsfn_jax.export.torch_files import export_checkpoint  # pylint: disable=g-import-not-at-top
 from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
 
 TINY = ('channels=4', 'num_blocks=2', 'convs_per_scale=2')
@@ -79,14 +80,20 @@ def imported(released, tmp_path_factory):
   return output
 
 
-def test_export_cli_writes_a_plain_strict_loadable_state_dict(
+def test_export_cli_writes_a_strict_loadable_state_dict_with_its_config(
     released, imported, tmp_path):
   _, twin = released
   output = str(tmp_path / 'dcsfn.pth')
   result = _run('dcsfn_jax.export', '--workdir', imported, '--output', output)
   assert result.returncode == 0, result.stderr
   assert 'expect BGR images' in result.stdout
-  state_dict = torch.load(output, weights_only=True)
+  saved = torch.load(output, weights_only=True)
+  # The released loader's wrapper ('net'), with what a lossless round trip
+  # needs beside it.
+  assert set(saved) == {'net', 'model_config', 'channel_order'}
+  assert saved['channel_order'] == 'bgr'
+  assert json.loads(saved['model_config']) == _tiny_bgr().to_dict()
+  state_dict = saved['net']
   assert type(state_dict) is dict  # pylint: disable=unidiomatic-typecheck
   fresh = build_torch_model(_tiny_bgr())
   fresh.load_state_dict(state_dict, strict=True)

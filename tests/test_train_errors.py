@@ -2,8 +2,8 @@
 import pytest
 
 from dcsfn_jax import checkpointing
-from dcsfn_jax import train
-from dcsfn_jax import train_config
+from dcsfn_jax.training import trainer
+from dcsfn_jax.training import config as train_config
 import smoke_config
 
 
@@ -17,7 +17,7 @@ _smoke_config = smoke_config.smoke_config
 def no_compilation(monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError('the config error came after compilation started')
-  monkeypatch.setattr(train.jax, 'jit', refuse)
+  monkeypatch.setattr(trainer.jax, 'jit', refuse)
 
 
 @pytest.mark.parametrize('field,value,message', [
@@ -62,7 +62,7 @@ def test_errors_found_in_the_data_come_before_compilation(
   config = _smoke_config(synthetic_data_dir)
   config[field] = value
   with pytest.raises(train_config.ConfigError) as error:
-    train.train_and_evaluate(config, tmp_path)
+    trainer.train_and_evaluate(config, tmp_path)
   assert message in str(error.value)
 
 
@@ -70,7 +70,7 @@ def test_missing_dataset_gives_the_prepare_command(tmp_path, no_compilation):
   config = _smoke_config(tmp_path / 'empty')
   config.prepare_data = False
   with pytest.raises(FileNotFoundError, match='dcsfn_jax.data.prepare'):
-    train.train_and_evaluate(config, tmp_path / 'workdir')
+    trainer.train_and_evaluate(config, tmp_path / 'workdir')
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
@@ -83,7 +83,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
   config.total_steps = 6
   config.checkpoint_every_steps = 1
   with pytest.raises(FloatingPointError, match='at step 2;') as error:
-    train.train_and_evaluate(config, tmp_path)
+    trainer.train_and_evaluate(config, tmp_path)
   assert 'last good checkpoint (step 1)' in str(error.value)
   steps_dir = tmp_path / checkpointing.CHECKPOINTS_SUBDIR
   assert sorted(p.name for p in steps_dir.iterdir()) == ['1']

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dcsfn_jax import data
-from dcsfn_jax import train
-from dcsfn_jax import train_config
+from dcsfn_jax.training import inputs
+from dcsfn_jax.training import config as train_config
 
 _OTHER_HOST = 1
 
@@ -26,7 +26,7 @@ def builds(monkeypatch):
     calls.append(data_dir)
     data.prepare_synthetic(data_dir, max_size=48, num_train=4, num_test=1)
 
-  monkeypatch.setattr(train.data, 'prepare', tiny_prepare)
+  monkeypatch.setattr(inputs.data, 'prepare', tiny_prepare)
   return calls
 
 
@@ -41,8 +41,8 @@ def _simulate(monkeypatch, *, index, count, others, on_sync=lambda: None):
 
   monkeypatch.setattr(jax, 'process_index', lambda: index)
   monkeypatch.setattr(jax, 'process_count', lambda: count)
-  monkeypatch.setattr(train.multihost_utils, 'process_allgather', gather)
-  monkeypatch.setattr(train.multihost_utils, 'sync_global_devices',
+  monkeypatch.setattr(inputs.multihost_utils, 'process_allgather', gather)
+  monkeypatch.setattr(inputs.multihost_utils, 'sync_global_devices',
                       lambda name: on_sync())
   return rounds
 
@@ -60,7 +60,7 @@ def test_a_process_whose_node_local_data_dir_is_empty_builds_it(
   # Process 1 of 2, alone on its host; process 0 (elsewhere) has the data.
   _simulate(monkeypatch, index=1, count=2,
             others=lambda _, mine: [[0, _OTHER_HOST], mine])
-  train_source, eval_source = train._load_sources(_config(tmp_path / 'local'))
+  train_source, eval_source = inputs.load_sources(_config(tmp_path / 'local'))
   assert (len(train_source), len(eval_source)) == (4, 1)
   assert builds == [str(tmp_path / 'local')]
 
@@ -86,7 +86,7 @@ def test_one_process_per_host_builds_a_node_local_data_dir(
 
   rounds = _simulate(monkeypatch, index=2, count=3, others=others,
                      on_sync=sync)
-  train_source, _ = train._load_sources(_config(data_dir))
+  train_source, _ = inputs.load_sources(_config(data_dir))
   assert len(train_source) == 4
   assert builds == [], 'process 2 built alongside process 1 on its host'
   assert [bool(row[0]) for row in rounds] == [True, False]

@@ -6,9 +6,9 @@ import pytest
 
 from dcsfn_jax import models
 from dcsfn_jax import parallel
-from dcsfn_jax import schedules
-from dcsfn_jax import train
-from dcsfn_jax import train_config
+from dcsfn_jax.training import schedules
+from dcsfn_jax.training import state as state_lib
+from dcsfn_jax.training import config as train_config
 
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')
@@ -29,7 +29,7 @@ def _step_on(devices, config, host_state, batch):
   mesh = parallel.make_mesh(devices)
   model = models.build_model(config.model)
   schedule = schedules.multistep_lr(1e-3, (100, 200))
-  step = train.make_train_step(model, optax.adam(schedule), schedule, config,
+  step = state_lib.make_train_step(model, optax.adam(schedule), schedule, config,
                                mesh)
   state, metrics = step(parallel.replicate(host_state, mesh),
                         parallel.shard_batch(batch, mesh))
@@ -47,7 +47,7 @@ def test_one_device_equals_four_devices():
   model = models.build_model(config.model)
   # Initialised once on the host, then placed on each mesh.
   optimizer = optax.adam(schedules.multistep_lr(1e-3, (100, 200)))
-  host_state = jax.device_get(train.create_train_state(
+  host_state = jax.device_get(state_lib.create_train_state(
       model, optimizer, config.patch_size, jax.random.key(0)))
   initial = host_state['params']
   one_state, one_metrics = _step_on(jax.devices()[:1], config, host_state,

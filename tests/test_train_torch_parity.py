@@ -7,8 +7,8 @@ import pytest
 
 from dcsfn_jax import models
 from dcsfn_jax import parallel
-from dcsfn_jax import train
-from dcsfn_jax import train_config
+from dcsfn_jax.training import state as state_lib
+from dcsfn_jax.training import config as train_config
 
 torch = pytest.importorskip('torch')
 from dcsfn_jax.export import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -36,10 +36,10 @@ def test_adam_step_matches_the_torch_twin():
   mesh = parallel.make_mesh(jax.devices()[:1])
   model = models.build_model(config.model)
   optimizer = optax.adam(_LR)
-  state = parallel.replicate(train.create_train_state(
+  state = parallel.replicate(state_lib.create_train_state(
       model, optimizer, config.patch_size, jax.random.key(1)), mesh)
   initial = models.unstack_blocks(jax.device_get(state['params']))
-  step = train.make_train_step(model, optimizer, lambda _: _LR, config, mesh)
+  step = state_lib.make_train_step(model, optimizer, lambda _: _LR, config, mesh)
   state, metrics = step(state, parallel.shard_batch(batch, mesh))
   updated = models.unstack_blocks(jax.device_get(state['params']))
 

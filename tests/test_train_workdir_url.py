@@ -13,7 +13,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from dcsfn_jax import train
+from dcsfn_jax import checkpointing
+from dcsfn_jax.training import trainer
+from dcsfn_jax.training import writer as writer_lib
 import fake_object_store
 import smoke_config
 
@@ -29,7 +31,7 @@ def bucket(tmp_path, monkeypatch):
   root = tmp_path / 'bucket_root'
   received = {'checkpoints': [], 'tensorboard': []}
   real_manager = ocp.CheckpointManager
-  real_writer = train.tensorboardX.SummaryWriter
+  real_writer = writer_lib.tensorboardX.SummaryWriter
 
   def manager(directory, **kwargs):
     received['checkpoints'].append(str(directory))
@@ -41,7 +43,7 @@ def bucket(tmp_path, monkeypatch):
     return real_writer(fake_object_store.local_path(root, logdir), **kwargs)
 
   monkeypatch.setattr(ocp, 'CheckpointManager', manager)
-  monkeypatch.setattr(train.tensorboardX, 'SummaryWriter', writer)
+  monkeypatch.setattr(writer_lib.tensorboardX, 'SummaryWriter', writer)
   # A URL mistaken for a relative path would appear here.
   cwd = tmp_path / 'cwd'
   cwd.mkdir()
@@ -61,15 +63,15 @@ def _lines(root):
 def test_logger_rewrites_metrics_without_appending_and_resume_keeps_them(
     bucket):
   root, received = bucket
-  workdir = train.checkpointing.as_path(_URL)
+  workdir = checkpointing.as_path(_URL)
   workdir.mkdir(parents=True)
-  logger = train._Logger(workdir, start_step=0)
+  logger = writer_lib.MetricWriter(workdir, start_step=0)
   for step in (1, 2, 3):
     logger.scalars(step, {'train/loss': -step / 10})
   logger.panels(3, [('rain_01.png', np.zeros((8, 24, 3), np.uint8))])
   logger.close()
   # Resumed from a checkpoint at step 2: step 3 runs again.
-  logger = train._Logger(workdir, start_step=2)
+  logger = writer_lib.MetricWriter(workdir, start_step=2)
   logger.scalars(3, {'train/loss': -0.35})
   logger.close()
   assert _lines(root) == [{'step': 1, 'train/loss': -0.1},
@@ -91,7 +93,7 @@ def _smoke_config(data_dir):
 
 def test_training_keeps_a_url_workdir(bucket, synthetic_data_dir):
   root, received = bucket
-  result = train.train_and_evaluate(_smoke_config(synthetic_data_dir), _URL)
+  result = trainer.train_and_evaluate(_smoke_config(synthetic_data_dir), _URL)
   assert result['step'] == 2
   assert received['checkpoints'] == [f'{_URL}/checkpoints']
   assert received['tensorboard'] == [f'{_URL}/tensorboard']

@@ -4,23 +4,41 @@
 folder. Split folders are matched case-insensitively against the names the
 common distributions use; a `{split}.txt` list file in manual_dir overrides
 the folder search for that split.
+
+Layout modes (`prepare --layout`):
+  auto          the dataset's layouts, in order. Side-by-side images count
+                only for the datasets distributed that way
+                (`DatasetSpec.ships_side_by_side`: Rain800, Rain1200 and the
+                RESCAN/DCSFN copies of Rain100H/L), and only in a folder whose
+                names do not pair up (rainy_N.png with clean_N.png).
+  side_by_side  every split folder holds side-by-side images, with the clean
+                half on the dataset's side; for any dataset with such a form.
 """
 import dataclasses
 import functools
 import pathlib
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from dcsfn_jax.data import layouts
-from dcsfn_jax.data.layouts import DatasetLayoutError, Pair
+from dcsfn_jax.data.layouts import DatasetLayoutError, Pair, PrepareError
 
-Finder = Callable[[pathlib.Path], 'list[Pair] | None']
+Finder = Callable[..., 'list[Pair] | None']
+LAYOUT_MODES = ('auto', 'side_by_side')
 
 _PAIRED_NOTE = (
     'Any split may instead be given as a list file `{split}.txt` in the '
     'manual folder, one "rainy_path clean_path" per line.')
+
+
+class Layout(NamedTuple):
+  """A layout a split folder may be in; `find(folder)` gives its pairs or
+  None. Side-by-side finders also take `check_names` (see `discover`)."""
+  name: str
+  find: Finder
+  side_by_side: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,9 +47,17 @@ class DatasetSpec:
   description: str
   source: str                               # where to download it
   split_folders: dict[str, tuple[str, ...]]  # split -> candidate folders
-  finders: tuple[tuple[str, Finder], ...]   # (layout name, finder), in order
+  finders: tuple[Layout, ...]               # in the order they are tried
   paired: bool = True
   other_layouts: str = ''                   # accepted forms found elsewhere
+  ships_side_by_side: bool = False          # side-by-side found with auto
+
+  def layouts(self, mode: str = 'auto') -> tuple[Layout, ...]:
+    """The layouts `discover` tries in `mode` (see LAYOUT_MODES)."""
+    if mode == 'side_by_side':
+      return tuple(l for l in self.finders if l.side_by_side)
+    return tuple(l for l in self.finders
+                 if self.ships_side_by_side or not l.side_by_side)
 
   @property
   def instructions(self) -> str:
@@ -40,34 +66,45 @@ class DatasetSpec:
     folders = '\n'.join(
         f'  {split}: one of {", ".join(c + "/" for c in candidates)}'
         for split, candidates in self.split_folders.items())
-    accepted = ', '.join([name for name, _ in self.finders]
+    accepted = ', '.join([l.name for l in self.layouts()]
                          + ([self.other_layouts] if self.other_layouts else []))
+    notes = [_PAIRED_NOTE] if self.paired else []
+    if self.layouts('side_by_side'):
+      forms = ', '.join(l.name for l in self.layouts('side_by_side'))
+      notes.append(
+          ('Side-by-side images are taken without --layout only where their '
+           'names do not pair up (rainy_N.png with clean_N.png). '
+           if self.ships_side_by_side else '')
+          + f'--layout side_by_side reads every split folder as: {forms}.')
     return (f'{self.description}\nDownload: {self.source}\n'
             f'Unpack it and pass its folder as --manual_dir. Splits are looked '
             f'for in these folders (case-insensitive; "." is the manual folder '
             f'itself):\n{folders}\nAccepted layouts in a split folder: '
-            f'{accepted}.' + (f'\n{_PAIRED_NOTE}' if self.paired else ''))
+            f'{accepted}.' + ''.join(f'\n{note}' for note in notes))
 
 
-_INPUT_TARGET = (('input/target (or rain/gt, rainy/gt, rainy/clean) folders '
-                  'with identical names',
-                  layouts.find_input_target),)
+_INPUT_TARGET = (Layout('input/target (or rain/gt, rainy/gt, rainy/clean) '
+                        'folders with identical names',
+                        layouts.find_input_target),)
 
 
-def _side(clean_side: str) -> Finder:
-  return functools.partial(layouts.find_side_by_side, clean_side=clean_side)
+def _side(clean_side: str) -> Layout:
+  return Layout(f'side-by-side images, clean half on the {clean_side}',
+                functools.partial(layouts.find_side_by_side,
+                                  clean_side=clean_side), side_by_side=True)
 
 
 def _standard_finders(clean_side: str, allowed_unused_clean: int = 0
-                      ) -> tuple[tuple[str, Finder], ...]:
+                      ) -> tuple[Layout, ...]:
   return (
-      ('prenet (rain-N.png + norain-N.png, rainy ones optionally in rainy/)',
-       functools.partial(layouts.find_prenet,
-                         allowed_unused_clean=allowed_unused_clean)),
-      ('x2 (rain/X2/norain-Nx2.png + norain/norain-N.png)', layouts.find_x2),
+      Layout('prenet (rain-N.png + norain-N.png, rainy ones optionally in '
+             'rainy/)', functools.partial(
+                 layouts.find_prenet,
+                 allowed_unused_clean=allowed_unused_clean)),
+      Layout('x2 (rain/X2/norain-Nx2.png + norain/norain-N.png)',
+             layouts.find_x2),
       _INPUT_TARGET[0],
-      (f'side-by-side images, clean half on the {clean_side}',
-       _side(clean_side)),
+      _side(clean_side),
   )
 
 
@@ -97,7 +134,8 @@ _register(DatasetSpec(
                              'training'),
                    'test': ('test/Rain100H', 'Rain100H', 'test', 'testing')},
     # PReNet's RainTrainH may keep the norain-N of its 546 deleted pairs.
-    finders=_standard_finders('left', allowed_unused_clean=546)))
+    finders=_standard_finders('left', allowed_unused_clean=546),
+    ships_side_by_side=True))
 
 _register(DatasetSpec(
     name='rain100l',
@@ -108,7 +146,7 @@ _register(DatasetSpec(
     split_folders={'train': ('train/RainTrainL', 'RainTrainL', 'train',
                              'training'),
                    'test': ('test/Rain100L', 'Rain100L', 'test', 'testing')},
-    finders=_standard_finders('left')))
+    finders=_standard_finders('left'), ships_side_by_side=True))
 
 for _strength in ('H', 'L'):
   _register(DatasetSpec(
@@ -133,11 +171,13 @@ _register(DatasetSpec(
     split_folders={'train': ('.', 'DID-MDN-training', 'train'),
                    'test': ('DID-MDN-test', 'DID-MDN-datasets/DID-MDN-test',
                             'test', 'testing')},
-    finders=(('density folders Rain_{Heavy,Medium,Light}/train2018new/ of '
-              'side-by-side images (rainy left)', lambda folder:
-              _find_did_mdn_densities(folder)),
+    finders=(Layout('density folders Rain_{Heavy,Medium,Light}/'
+                    'train2018new/ of side-by-side images (rainy left)',
+                    lambda folder, **kw: _find_did_mdn_densities(folder, **kw),
+                    side_by_side=True),
              _INPUT_TARGET[0],
-             ('side-by-side images, clean half on the right', _side('right')))))
+             _side('right')),
+    ships_side_by_side=True))
 
 _register(DatasetSpec(
     name='rain1400',
@@ -147,15 +187,15 @@ _register(DatasetSpec(
     source='https://xueyangfu.github.io/projects/cvpr2017.html',
     split_folders={'train': ('training', 'train', '.'),
                    'test': ('testing', 'test', '.')},
-    finders=(('ddn (rainy_image/I_J.jpg + ground_truth/I.jpg)',
-              layouts.find_ddn),)))
+    finders=(Layout('ddn (rainy_image/I_J.jpg + ground_truth/I.jpg)',
+                    layouts.find_ddn),)))
 
 _register(DatasetSpec(
     name='rain12',
     description='Rain12 (Li et al., CVPR 2016): 12 test pairs.',
     source='https://yu-li.github.io/ (Rain12 with the GMM paper)',
     split_folders={'test': ('test', 'Rain12', '.')},
-    finders=(('NAME_in.png + NAME_GT.png', layouts.find_in_gt),)
+    finders=(Layout('NAME_in.png + NAME_GT.png', layouts.find_in_gt),)
     + _standard_finders('left')))
 
 _register(DatasetSpec(
@@ -165,8 +205,7 @@ _register(DatasetSpec(
     source='https://github.com/hezhangsprinter/ID-CGAN',
     split_folders={'train': ('training', 'train'),
                    'test': ('test_syn', 'testing', 'test')},
-    finders=_INPUT_TARGET + (('side-by-side images, clean half on the left',
-                              _side('left')),)))
+    finders=_INPUT_TARGET + (_side('left'),), ships_side_by_side=True))
 
 _register(DatasetSpec(
     name='rain13k',
@@ -200,7 +239,7 @@ _register(DatasetSpec(
                  'checks.'),
     source='any folder of rainy photos (e.g. the SPA-Data or DDN real sets)',
     split_folders={'test': ('test', '.')},
-    finders=(('a folder of images', layouts.find_unpaired),),
+    finders=(Layout('a folder of images', layouts.find_unpaired),),
     paired=False))
 
 _register(DatasetSpec(
@@ -216,13 +255,15 @@ _register(DatasetSpec(
     paired=True))
 
 
-def _find_did_mdn_densities(folder: pathlib.Path) -> list[Pair] | None:
+def _find_did_mdn_densities(folder: pathlib.Path, check_names: bool = True
+                            ) -> list[Pair] | None:
   pairs = []
   for density in ('heavy', 'medium', 'light'):
     density_folder = layouts.find_child(folder, f'Rain_{density}/train2018new')
     if density_folder is None:
       continue
-    for pair in layouts.find_side_by_side(density_folder, 'right', density) or []:
+    for pair in layouts.find_side_by_side(density_folder, 'right', density,
+                                          check_names) or []:
       pairs.append(dataclasses.replace(
           pair, name=f'Rain_{density.capitalize()}/{pair.name}'))
   return pairs or None
@@ -253,7 +294,8 @@ BACKGROUND_MATCH_CORRELATION = 0.95
 
 def background_thumbnail(pair: Pair) -> np.ndarray:
   """Standardised 16x16 gray thumbnail of a pair's clean image, flattened."""
-  with Image.open(pair.clean if pair.clean_side == 'file' else pair.rainy) as image:
+  path = pair.clean if pair.clean_side == 'file' else pair.rainy
+  with layouts.open_image(path) as image:
     image = image.convert('L')
     if pair.clean_side in ('left', 'right'):
       half = image.width // 2
@@ -295,20 +337,56 @@ def prenet_train_split(train: list[Pair], test: list[Pair] | None,
   return kept
 
 
-def _no_layout_error(spec: DatasetSpec, manual_dir: pathlib.Path,
-                     detail: str) -> DatasetLayoutError:
+def _no_layout_error(spec: DatasetSpec, folder: pathlib.Path, problem: str,
+                     fix: str) -> DatasetLayoutError:
+  """First line: the problem, what `folder` holds and the fix; then the
+  folder's listing and the dataset's instructions."""
+  images = layouts.list_images(folder)
+  held = f'; it holds {layouts.describe_names(images)}' if images else ''
   return DatasetLayoutError(
-      f'{spec.name}: {detail}\nFound: {layouts.describe_folder(manual_dir)}\n'
+      f'{spec.name}: {problem}{held}. {fix}\n'
+      f'Found: {layouts.describe_folder(folder)}\n'
       f'Expected:\n{spec.instructions}')
 
 
-def discover(name: str, manual_dir: pathlib.Path) -> dict[str, list[Pair]]:
-  """{split: pairs} for dataset `name` in `manual_dir`."""
+def _find_pairs(spec: DatasetSpec, folder: pathlib.Path,
+                mode: str) -> list[Pair] | None:
+  for layout in spec.layouts(mode):
+    if layout.side_by_side:
+      pairs = layout.find(folder, check_names=mode == 'auto')
+    else:
+      pairs = layout.find(folder)
+    if pairs is not None:
+      return pairs
+  return None
+
+
+def discover(name: str, manual_dir: pathlib.Path,
+             layout: str = 'auto') -> dict[str, list[Pair]]:
+  """{split: pairs} for dataset `name` in `manual_dir`; `layout` is one of
+  LAYOUT_MODES (see the module docstring)."""
   spec = SPECS[name]
   manual_dir = pathlib.Path(manual_dir)
+  if layout not in LAYOUT_MODES:
+    raise PrepareError(f'--layout {layout}: choose one of '
+                       f'{", ".join(LAYOUT_MODES)}.')
+  if layout == 'side_by_side' and not spec.layouts('side_by_side'):
+    raise PrepareError(
+        f'--layout side_by_side: {name} has no side-by-side form (its '
+        f'layouts: {"; ".join(l.name for l in spec.layouts())}); pass '
+        '--layout auto, and see --instructions.')
+  instructions = (f'The accepted layouts are below and in --dataset {name} '
+                  '--instructions')
   if not manual_dir.is_dir():
-    raise _no_layout_error(spec, manual_dir,
-                           f'manual_dir {manual_dir} is not a folder.')
+    raise _no_layout_error(
+        spec, manual_dir, f'manual_dir {manual_dir} is not a folder',
+        "Pass the unpacked download's folder as --manual_dir; where to get "
+        f'it: --dataset {name} --instructions.')
+  side_hint = ''
+  if layout == 'auto' and spec.layouts('side_by_side'):
+    side_hint = (', or pass --layout side_by_side if each image is a rainy '
+                 'and a clean image side by side')
+  mode_note = ' for --layout side_by_side' if layout == 'side_by_side' else ''
   found = _spa_list_files(manual_dir) if name == 'spa_data' else {}
   for split, candidates in spec.split_folders.items():
     if split in found:
@@ -326,19 +404,21 @@ def discover(name: str, manual_dir: pathlib.Path) -> dict[str, list[Pair]]:
         if pairs is None:
           continue
       else:
-        pairs = next((p for _, finder in spec.finders
-                      if (p := finder(folder)) is not None), None)
+        pairs = _find_pairs(spec, folder, layout)
         if pairs is None:
           if candidate == '.':
             continue
           raise _no_layout_error(
               spec, folder, f'split {split!r}: {folder} is in none of the '
-              'accepted layouts.')
+              f'accepted layouts{mode_note}',
+              f'Arrange it in one of them{side_hint}. {instructions}.')
       found[split] = pairs
       break
   if not found:
     raise _no_layout_error(
-        spec, manual_dir, f'no split folder of {name} found in {manual_dir}.')
+        spec, manual_dir, f'no split folder of {name} found in {manual_dir}',
+        f'Put the splits in the folders named below{side_hint}. '
+        f'{instructions}.')
   if name == 'rain100h' and 'train' in found:
     prenet_train = prenet_train_split(found['train'], found.get('test'),
                                       manual_dir)

@@ -3,8 +3,9 @@
 Every finder looks at one folder and returns the pairs it holds, or None when
 the folder is not in that layout. A folder that is in a layout but broken (a
 rainy image without its clean partner, an unreadable list line) raises
-`DatasetLayoutError` naming the files. Images are not opened here; the builder
-checks sizes and decodability while it writes.
+`DatasetLayoutError` naming the files. Finders do not open images; the builder
+checks sizes and decodability while it writes, through `open_image`, which
+every reader of a user's image uses so that a corrupt file gets one message.
 
 Accepted layouts (REFERENCE §5):
   prenet        rain-N.png with norain-N.png, in one folder, or the rainy ones
@@ -15,22 +16,60 @@ Accepted layouts (REFERENCE §5):
   in_gt         NAME_in.png with NAME_GT.png (Rain12 as distributed).
   ddn           rainy_image/I_J.jpg with ground_truth/I.jpg (DDN, Rain1400).
   side_by_side  one image per pair, the halves side by side; which half is
-                clean depends on the dataset.
+                clean depends on the dataset. Found on its own only for the
+                datasets distributed that way, and never in a folder whose
+                names pair up (rainy_N with clean_N): those are separate files
+                in an unknown layout (`names_pair_up`).
   list_file     a text file, one "rainy_path clean_path" per line (SPA-Data);
                 relative paths are relative to the list file's folder.
   unpaired      a folder of rainy photos without ground truth.
 """
+import collections
+import contextlib
 import dataclasses
 import os
 import pathlib
 import re
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
+
+from PIL import Image
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 
 
-class DatasetLayoutError(ValueError):
+class PrepareError(ValueError):
+  """A dataset cannot be prepared as asked; the message's first line says
+  why and how to fix it (`prepare` prints it as its `error:` line)."""
+
+
+class DatasetLayoutError(PrepareError):
   """The manual files are missing, in no accepted layout, or inconsistent."""
+
+
+REPLACE_IMAGE = ('Replace it with a good copy from the download, or delete it '
+                 'and its partner.')
+
+
+@contextlib.contextmanager
+def open_image(path: pathlib.Path, fix: str = REPLACE_IMAGE
+               ) -> Iterator[Image.Image]:
+  """`path` opened and fully decoded; if that fails, a DatasetLayoutError
+  naming the file and `fix`."""
+  try:
+    image = Image.open(path)
+  except Exception as error:  # PIL raises many types for bad files.
+    raise _corrupt(path, error, fix) from error
+  with image:
+    try:
+      image.load()
+    except Exception as error:
+      raise _corrupt(path, error, fix) from error
+    yield image
+
+
+def _corrupt(path, error, fix) -> DatasetLayoutError:
+  return DatasetLayoutError(
+      f'{path} is corrupt, truncated or not an image ({error}). {fix}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +123,56 @@ def describe_folder(folder: pathlib.Path, limit: int = 12) -> str:
   if not folder.is_dir():
     return f'{folder} is a file, not a folder'
   entries = sorted(folder.iterdir())
+  if not entries:
+    return f'{folder} is empty'
   shown = [e.name + ('/' if e.is_dir() else '') for e in entries[:limit]]
   more = f' ... and {len(entries) - limit} more' if len(entries) > limit else ''
-  return f'{folder} holds [{", ".join(shown)}]{more}' if entries else (
-      f'{folder} is empty')
+  images = list_images(folder)
+  counts = f' ({describe_names(images)})' if images else ''
+  return f'{folder} holds [{", ".join(shown)}]{more}{counts}'
+
+
+def _name_pattern(name: str) -> str:
+  return re.sub(r'\d+', 'N', name.lower())
+
+
+def describe_names(images: Sequence[pathlib.Path], limit: int = 4) -> str:
+  """Counts of the name patterns (digit runs read as N), e.g. '8 files like
+  rainy_N.png, 8 like clean_N.png'."""
+  counts = collections.Counter(_name_pattern(p.name) for p in images)
+  parts = [f'{n} like {pattern}' for pattern, n in counts.most_common(limit)]
+  noun = 'file' if parts[0].startswith('1 ') else 'files'
+  parts[0] = parts[0].replace(' like ', f' {noun} like ', 1)
+  rest = len(images) - sum(n for _, n in counts.most_common(limit))
+  return ', '.join(parts + ([f'{rest} others'] if rest else []))
+
+
+_ROLE_WORDS = re.compile(r'norain|rainy|rain|clean|gt|target|input|label')
+
+
+def _partner_keys(path: pathlib.Path) -> list[tuple[str, object, object]]:
+  """(kind, key, variant): images with one key but two variants are
+  partners. By number: rainy_3 and clean_3; by role word: street_rain and
+  street_gt."""
+  stem = path.stem.lower()
+  keys = [('role', _ROLE_WORDS.sub('', stem), tuple(_ROLE_WORDS.findall(stem)))]
+  numbers = tuple(int(n) for n in re.findall(r'\d+', stem))
+  if numbers:
+    keys.append(('number', numbers, _name_pattern(stem)))
+  return keys
+
+
+def names_pair_up(images: Sequence[pathlib.Path]) -> bool:
+  """Whether at least half the images have a partner by name, so that they
+  are separate rainy and clean files rather than side-by-side pairs."""
+  variants = collections.defaultdict(set)
+  for path in images:
+    for kind, key, variant in _partner_keys(path):
+      variants[kind, key].add(variant)
+  partnered = sum(any(len(variants[kind, key]) > 1
+                      for kind, key, _ in _partner_keys(path))
+                  for path in images)
+  return bool(images) and 2 * partnered >= len(images)
 
 
 def _unmatched_error(layout: str, rainy_only: Sequence[pathlib.Path],
@@ -222,9 +307,11 @@ def find_ddn(folder: pathlib.Path,
 
 
 def find_side_by_side(folder: pathlib.Path, clean_side: str,
-                      density: str = '') -> list[Pair] | None:
+                      density: str = '', check_names: bool = True
+                      ) -> list[Pair] | None:
+  """Each image a pair; with `check_names`, None for names that pair up."""
   images = list_images(folder)
-  if not images:
+  if not images or (check_names and names_pair_up(images)):
     return None
   return [Pair(p.stem, p, None, clean_side, density) for p in images]
 

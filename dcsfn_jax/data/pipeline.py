@@ -1,4 +1,4 @@
-"""grain input pipeline: augmented training patches and full-size eval images.
+"""grain input pipeline: augmented training patches.
 
 Training stream. Epoch e visits the examples in the permutation drawn from
 (seed, e), dropping the last N mod G examples (G = global batch size). Global
@@ -30,13 +30,11 @@ from typing import Literal
 import grain
 import numpy as np
 
+from dcsfn_jax.metrics import to_float
+
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
 MAX_ROTATION_DEGREES = 30
-
-
-def to_float(image: np.ndarray) -> np.ndarray:
-  return image.astype(np.float32) / 255.0
 
 
 def _example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -266,24 +264,3 @@ def train_iterator(source, *, global_batch_size: int, patch_size: int = 64,
   read_options = grain.ReadOptions(num_threads=num_threads,
                                    prefetch_buffer_size=prefetch_batches)
   return iter(dataset.to_iter_dataset(read_options))
-
-
-def eval_iterator(source, *, process_index: int | None = None,
-                  process_count: int | None = None, num_threads: int = 2):
-  """Full-size examples of this host (every process_count-th, from
-  process_index), one at a time: 'rainy' (and 'clean' where paired) float32
-  [H, W, 3] in [0, 1], and 'name'.
-  """
-  process_index, process_count = _resolve_process(process_index,
-                                                  process_count)
-
-  def to_arrays(example: dict) -> dict:
-    converted = {'name': example['name'], 'rainy': to_float(example['rainy'])}
-    if 'clean' in example:
-      converted['clean'] = to_float(example['clean'])
-    return converted
-
-  dataset = grain.MapDataset.source(source)[process_index::process_count]
-  read_options = grain.ReadOptions(num_threads=num_threads,
-                                   prefetch_buffer_size=2 * num_threads)
-  return iter(dataset.map(to_arrays).to_iter_dataset(read_options))

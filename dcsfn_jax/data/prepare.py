@@ -10,8 +10,8 @@ a summary: pairs per split, size range, and where the data went.
 """
 from absl import app
 from absl import flags
-from dcsfn_jax.data import builders
-from dcsfn_jax.data import building
+from dcsfn_jax.data import tfds_builder
+from dcsfn_jax.data import preparation
 from dcsfn_jax.data import catalog
 from dcsfn_jax.data.layouts import DatasetLayoutError
 
@@ -29,14 +29,14 @@ _INSTRUCTIONS = flags.DEFINE_bool(
     'accepted layouts, then exit.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Rebuild even if the dataset already exists.')
-_MAX_SIZE = flags.DEFINE_integer('max_size', builders.SyntheticOptions.max_size,
+_MAX_SIZE = flags.DEFINE_integer('max_size', tfds_builder.SyntheticOptions.max_size,
                                  'synthetic_rain: longer photo side, px.')
 _NUM_TRAIN = flags.DEFINE_integer('num_train',
-                                  builders.SyntheticOptions.num_train,
+                                  tfds_builder.SyntheticOptions.num_train,
                                   'synthetic_rain: train pairs.')
-_NUM_TEST = flags.DEFINE_integer('num_test', builders.SyntheticOptions.num_test,
+_NUM_TEST = flags.DEFINE_integer('num_test', tfds_builder.SyntheticOptions.num_test,
                                  'synthetic_rain: test pairs.')
-_SEED = flags.DEFINE_integer('seed', builders.SyntheticOptions.seed,
+_SEED = flags.DEFINE_integer('seed', tfds_builder.SyntheticOptions.seed,
                              'synthetic_rain: seed of the streaks.')
 
 
@@ -46,17 +46,17 @@ def main(argv):
   if _INSTRUCTIONS.value:
     print(catalog.SPECS[_DATASET.value].instructions)
     return
-  options = builders.SyntheticOptions(
+  options = tfds_builder.SyntheticOptions(
       max_size=_MAX_SIZE.value, num_train=_NUM_TRAIN.value,
       num_test=_NUM_TEST.value, seed=_SEED.value)
   try:
-    builder = building.prepare(_DATASET.value, manual_dir=_MANUAL_DIR.value,
+    builder = preparation.prepare(_DATASET.value, manual_dir=_MANUAL_DIR.value,
                       data_dir=_DATA_DIR.value, synthetic_options=options,
                       overwrite=_OVERWRITE.value)
   except DatasetLayoutError as error:
     raise SystemExit(f'error: {error}') from error
   print(f'\n{_DATASET.value} is in {builder.data_dir}')
-  for split, stats in building.summarize(builder).items():
+  for split, stats in preparation.summarize(builder).items():
     (min_h, min_w), (max_h, max_w) = stats['min_size'], stats['max_size']
     print(f'  {split:>10}: {stats["pairs"]:6d} pairs, sizes (H x W) from '
           f'{min_h}x{min_w} to {max_h}x{max_w}')

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from dcsfn_jax.data import builders
+from dcsfn_jax.data import tfds_builder
 from dcsfn_jax.data import catalog
 
 
@@ -21,7 +21,7 @@ def decode_rgb(encoded: bytes) -> np.ndarray:
 
 
 def decode_example(stored: dict) -> dict:
-  """The stored record (see `builders`) as {'rainy', 'clean'?, 'name', ...}."""
+  """The stored record (see `tfds_builder`) as {'rainy', 'clean'?, 'name', ...}."""
   rainy = decode_rgb(stored['rainy_encoded'])
   side = _text(stored['clean_side'])
   example = {'name': _text(stored['name']),
@@ -83,7 +83,7 @@ def load_split(dataset: str, split: str,
     raise ValueError(f'Unknown dataset {dataset!r}; choose one of '
                      f'{", ".join(catalog.SPECS)}.')
   data_dir = data_dir or None  # '' (a config's unset data_dir): tfds default
-  builder = builders.Derain(config=dataset, data_dir=data_dir)
+  builder = tfds_builder.Derain(config=dataset, data_dir=data_dir)
   if not builder.is_prepared():
     raise DatasetNotPreparedError(
         f'{dataset} is not prepared in {builder.data_dir}. Prepare it with:\n'
@@ -93,3 +93,29 @@ def load_split(dataset: str, split: str,
     raise ValueError(f'{dataset} has no split {split!r}; it has '
                      f'{", ".join(splits)}.')
   return DecodedSource(builder.as_data_source(split=split), dataset, split)
+
+
+class Subset:
+  """len() and [i] over chosen examples of a random-access source."""
+
+  def __init__(self, source, indices):
+    self._source = source
+    self._indices = range(len(source))[indices] if isinstance(
+        indices, slice) else list(indices)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int) -> dict:
+    return self._source[self._indices[index]]
+
+
+def first(source, count: int) -> Subset:
+  """The first `count` examples of `source` (all of them if it has fewer)."""
+  return Subset(source, slice(0, count))
+
+
+def process_share(source, process_index: int, process_count: int) -> Subset:
+  """This process's share: every process_count-th example from
+  process_index, so the shares are disjoint and cover the source."""
+  return Subset(source, slice(process_index, None, process_count))

@@ -17,11 +17,11 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from dcsfn_jax.models import icb
 from dcsfn_jax.models import stacking
 
 # safetensors metadata entry holding the model config as JSON.
 SAFETENSORS_CONFIG_KEY = 'dcsfn_model_config'
-_POOLS = (1, 2, 4, 8)
 _CELL_CONVS = {
     'GRU': ('conv_xz', 'conv_xr', 'conv_xn', 'conv_hz', 'conv_hr', 'conv_hn'),
     'LSTM': ('conv_xf', 'conv_xi', 'conv_xo', 'conv_xj',
@@ -56,7 +56,7 @@ class _Conv:
 def _conv_table(model_config) -> list:
   """Every torch conv of the twin for `model_config`, in state_dict order."""
   c = model_config.channels
-  pools = _POOLS[:model_config.num_scales]
+  pools = icb.SCALE_FACTORS[:model_config.num_scales]
   table = [_Conv('convert.0', ('convert',), (c, 3, 3, 3))]
 
   def coder(name):

@@ -6,11 +6,14 @@ field, so ablations are one-field edits of a preset.
 """
 from __future__ import annotations
 
+from absl import logging
 import ml_collections
 
+PRESETS = ('official', 'paper')
 RECURRENT_UNITS = ('GRU', 'LSTM', 'RNN', 'Conv')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 DTYPES = ('float32', 'bfloat16')
+CONV_IMPLS = ('auto', 'xla', 'cpu')
 
 
 def _base() -> ml_collections.ConfigDict:
@@ -32,11 +35,18 @@ def _base() -> ml_collections.ConfigDict:
   # over parameters stacked from the per-block ones (same names, same
   # numbers): compiles in seconds instead of minutes and needs far less memory.
   config.scan_blocks = True
+  # How convs and their gradients are computed; same parameters, same values
+  # up to float rounding. 'xla': lax.conv_general_dilated with autodiff's
+  # gradients; 'cpu': dcsfn_jax.models.cpu_conv, whose gradients are convs
+  # XLA:CPU runs fast inside the block scan; 'auto': 'cpu' where the
+  # computation is compiled for CPU, else 'xla' (lax.platform_dependent, so
+  # chosen when lowering for the platform actually compiled for).
+  config.conv_impl = 'auto'
   return config
 
 
 def preset(name: str) -> ml_collections.ConfigDict:
-  """Returns a fresh model config for `name` in {'official', 'paper'}."""
+  """Returns a fresh model config for `name`, one of PRESETS."""
   config = _base()
   if name == 'official':
     pass
@@ -47,7 +57,8 @@ def preset(name: str) -> ml_collections.ConfigDict:
     config.conv_groups = 4
   else:
     raise ValueError(
-        f"Unknown model preset {name!r}; choose one of 'official', 'paper'.")
+        f'Unknown model preset {name!r}; choose one of '
+        f'{", ".join(map(repr, PRESETS))}.')
   return config
 
 
@@ -88,3 +99,33 @@ def validate(config) -> None:
            f'{CHANNEL_ORDERS}.')
   _require(config.dtype in DTYPES,
            f'dtype={config.dtype!r} must be one of {DTYPES}.')
+  _require(config.conv_impl in CONV_IMPLS,
+           f'conv_impl={config.conv_impl!r} must be one of {CONV_IMPLS}.')
+
+
+def complete(saved, source) -> ml_collections.ConfigDict:
+  """A saved model config (dict) with the fields it predates filled in.
+
+  A checkpoint written before a field existed lacks it: each missing field
+  takes its value from the preset closest to the saved fields, and is logged.
+  Fields this version does not know are an error naming `source`.
+  """
+  config = ml_collections.ConfigDict(saved)
+  presets = {name: preset(name) for name in PRESETS}
+  unknown = sorted(set(config.keys()) - set(_base().keys()))
+  if unknown:
+    raise ValueError(
+        f'{source}: the saved model config has field(s) {unknown} that this '
+        'dcsfn_jax does not know; it was written by a newer or modified '
+        'version.')
+  closest = max(presets, key=lambda name: sum(
+      presets[name][field] == value for field, value in config.items()))
+  missing = {field: presets[closest][field]
+             for field in presets[closest].keys() if field not in config}
+  if missing:
+    logging.warning(
+        '%s predates model-config field(s) %s; using the %r preset\'s '
+        'values %s.', source, sorted(missing), closest, missing)
+    for field, value in missing.items():
+      config[field] = value
+  return config

@@ -78,6 +78,7 @@ class DCSFN(nn.Module):
 
   def _conv(self, features, kernel_size, in_features, name):
     return layers.conv(features, kernel_size, in_features=in_features,
+                       conv_impl=self.config.conv_impl,
                        dtype=jnp.dtype(self.config.dtype), name=name)
 
   def _fuse(self, pass_index: int, first, second):

@@ -53,8 +53,8 @@ class _DenseStack(nn.Module):
         concatenated.append(block_output)
         out = layers.leaky_relu(layers.conv1x1(
             config.channels, in_features=(i + 2) * config.channels,
-            dtype=jnp.dtype(config.dtype), name=f'conv1x1_{i}')(
-                jnp.concatenate(concatenated, axis=-1)))
+            conv_impl=config.conv_impl, dtype=jnp.dtype(config.dtype),
+            name=f'conv1x1_{i}')(jnp.concatenate(concatenated, axis=-1)))
       else:
         out = block_output
     return out, jnp.stack(block_outputs)

@@ -26,8 +26,9 @@ class InnerScaleConnectionBlock(nn.Module):
     for j in range(config.convs_per_scale):
       features = layers.leaky_relu(layers.conv3x3(
           config.channels, in_features=config.channels,
-          groups=config.conv_groups, dtype=jnp.dtype(config.dtype),
-          name=f'scale{scale}_conv_{j}')(features))
+          groups=config.conv_groups, conv_impl=config.conv_impl,
+          dtype=jnp.dtype(config.dtype), name=f'scale{scale}_conv_{j}')(
+              features))
     return features
 
   @nn.compact
@@ -45,8 +46,8 @@ class InnerScaleConnectionBlock(nn.Module):
       if coarser is not None and config.inner_scale_connection:
         coarse_to_fine = layers.resize_like(per_scale[coarser], features)
         features = layers.leaky_relu(layers.conv1x1(
-            channels, in_features=2 * channels, dtype=dtype,
-            name=f'fusion{coarser}{scale}')(
+            channels, in_features=2 * channels, conv_impl=config.conv_impl,
+            dtype=dtype, name=f'fusion{coarser}{scale}')(
                 jnp.concatenate([features, coarse_to_fine], axis=-1)))
       per_scale[scale] = self._conv_stack(scale, features)
       coarser = scale
@@ -54,6 +55,7 @@ class InnerScaleConnectionBlock(nn.Module):
     upsampled = [per_scale[1]] + [
         layers.resize_like(per_scale[scale], x) for scale in scales[1:]]
     fused = layers.leaky_relu(layers.conv1x1(
-        channels, in_features=len(scales) * channels, dtype=dtype,
-        name='fusion_all')(jnp.concatenate(upsampled, axis=-1)))
+        channels, in_features=len(scales) * channels,
+        conv_impl=config.conv_impl, dtype=dtype, name='fusion_all')(
+            jnp.concatenate(upsampled, axis=-1)))
     return fused + x

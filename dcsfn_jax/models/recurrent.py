@@ -21,6 +21,7 @@ class _Cell(nn.Module):
   def _conv(self, name: str, x: jax.Array) -> jax.Array:
     channels = self.config.channels
     return layers.conv3x3(channels, in_features=channels,
+                          conv_impl=self.config.conv_impl,
                           dtype=jnp.dtype(self.config.dtype), name=name)(x)
 
 

@@ -1,10 +1,12 @@
 """Running a trained DCSFN over images of any size, sharded over devices.
 
-Compilation is per input shape, so images are padded (reflect, bottom/right)
-to a small ladder of shape buckets and the outputs cropped back; `exact=True`
-runs every image at its native size instead (one compilation per size), which
-is what the released eval.py does. Bucket sides are multiples of the model's
-minimum size, so pooling grids stay aligned with the image's top-left corner.
+Compilation is per input shape. By default every image runs at its native
+size, which is what the network computes and what the released eval.py
+does. As an opt-in speed mode, images can be padded (reflect, bottom/right)
+to a small ladder of shape buckets and the outputs cropped back: far fewer
+compilations, but a different result everywhere in the image, since pooling
+floors, nearest resizes and the cross-scale GRUs all see the padding. Bucket
+sides are multiples of the model's minimum size.
 
 Very large photos are cut into overlapping tiles whose outputs are blended
 with weights that ramp linearly across each overlap.
@@ -35,9 +37,10 @@ def bucket_side(size, granule):
   raise AssertionError('unreachable: the ladder covers every octave')
 
 
-def bucket_shape(height, width, granule, exact=False):
-  """(H, W) an image of height x width is padded to before inference."""
-  if exact:
+def bucket_shape(height, width, granule, bucket=False):
+  """(H, W) an image of height x width runs at: its own size, or with
+  `bucket` the shape bucket it is padded to."""
+  if not bucket:
     return height, width
   return bucket_side(height, granule), bucket_side(width, granule)
 
@@ -55,32 +58,30 @@ def pad_image(image, height, width):
 
 
 class Runner:
-  """A jitted function of (params, batch) run on batches sharded over every
-  device, counting its compilations.
+  """A jitted function of (params, batch) run on batches sharded over the
+  devices of this process, counting its compilations.
+
+  Each process runs its own calls (evaluation shares are per process), so the
+  mesh holds local devices only and nothing here is a collective.
 
   Attributes:
     compilations: how many times `fn` was traced (one per new input shape).
     batch_size: images per call, a multiple of the device count.
+    mesh: the 1-D 'data' mesh the calls run on.
   """
 
-  def __init__(self, fn, params, *, batch_size=None, mesh=None):
+  def __init__(self, fn, *, batch_size=None):
     """Args:
-      fn: (params, batch dict of [B, ...] arrays) -> pytree of [B, ...].
-      params: parameter pytree, replicated onto the mesh.
+      fn: (params, batch dict of [B, ...] arrays) -> pytree of [B, ...] and
+        scalars.
       batch_size: default one image per device; rounded up to a multiple of
         the device count.
-      mesh: default `parallel.make_mesh()`.
     """
-    if jax.process_count() > 1:
-      raise NotImplementedError(
-          'Evaluation and derain run in a single process; launch them '
-          'without jax.distributed (all local devices are still used).')
-    self.mesh = parallel.make_mesh() if mesh is None else mesh
+    self.mesh = parallel.make_mesh(jax.local_devices())
     devices = self.mesh.devices.size
     self.batch_size = devices * max(1, math.ceil((batch_size or devices)
                                                  / devices))
     self.compilations = 0
-    self._params = parallel.replicate(params, self.mesh)
 
     def counted(params, batch):
       self.compilations += 1  # runs at trace time only
@@ -88,14 +89,29 @@ class Runner:
 
     self._step = jax.jit(counted)
 
-  def __call__(self, batch):
+  def place(self, params):
+    """`params` held whole on every device of the mesh (a no-op for params
+    already placed so); host arrays or any process's replicated jax.Arrays."""
+    sharding = parallel.replicated(self.mesh)
+
+    def place_leaf(leaf):
+      if isinstance(leaf, jax.Array):
+        if leaf.sharding == sharding:
+          return leaf
+        leaf = leaf.addressable_data(0)
+      return jax.device_put(leaf, sharding)
+
+    return jax.tree.map(place_leaf, params)
+
+  def __call__(self, params, batch):
     """Runs `fn` on a host batch of up to `batch_size` examples.
 
     Args:
+      params: from `place` (anything else is placed on every call).
       batch: dict of numpy arrays [n, ...], n <= batch_size; the batch is
         padded with zeros to batch_size and the padding dropped again. A
-        single image [1, H, ...] whose H the device count divides (any
-        bucket shape) is split along its rows instead.
+        single image [1, H, ...] whose H the device count divides is split
+        along its rows instead.
 
     Returns:
       fn's outputs as numpy arrays, [n, ...] for per-example ones.
@@ -121,12 +137,12 @@ class Runner:
       placed = jax.device_put({k: np.asarray(v) for k, v in batch.items()},
                               parallel.height_sharded(self.mesh))
     else:
-      placed = parallel.shard_batch({k: fill(v) for k, v in batch.items()},
-                                    self.mesh)
+      placed = jax.device_put({k: fill(v) for k, v in batch.items()},
+                              parallel.batch_sharded(self.mesh))
     # Full float32 convolutions: accelerators would otherwise use TF32 or
     # bfloat16 passes and move PSNR by hundredths of a dB.
     with jax.default_matmul_precision('highest'):
-      outputs = self._step(self._params, placed)
+      outputs = self._step(self.place(params), placed)
     # Per-example outputs lose the padding; scalars (e.g. masked sums) stay.
     return jax.tree.map(
         lambda x: np.asarray(x)[:count] if np.ndim(x) else np.asarray(x),
@@ -165,9 +181,10 @@ def blend_window(tile, overlap):
   return np.minimum(1.0, ramp).astype(np.float32)
 
 
-def derain_tiled(runner, rainy, tile, overlap, granule):
+def derain_tiled(runner, params, rainy, tile, overlap, granule):
   """Derains float [H, W, 3] (H, W multiples of granule) in overlapping
-  tile x tile pieces, batched over devices; returns float32 [H, W, 3]."""
+  tile x tile pieces with `runner` (of `forward_fn`) and placed `params`,
+  batched over devices; returns float32 [H, W, 3]."""
   height, width = rainy.shape[:2]
   tile_h, tile_w = min(tile, height), min(tile, width)
   boxes = [(top, left) for top in tile_origins(height, tile_h, overlap,
@@ -181,7 +198,7 @@ def derain_tiled(runner, rainy, tile, overlap, granule):
     chunk = boxes[start:start + runner.batch_size]
     tiles = np.stack([rainy[top:top + tile_h, left:left + tile_w]
                       for top, left in chunk])
-    outputs = runner({'rainy': tiles})['derained']
+    outputs = runner(params, {'rainy': tiles})['derained']
     for (top, left), output in zip(chunk, outputs):
       total[top:top + tile_h, left:left + tile_w] += weights * output
       weight_sum[top:top + tile_h, left:left + tile_w] += weights

@@ -7,7 +7,7 @@ import tempfile
 
 import tensorflow_datasets as tfds
 
-from dcsfn_jax.data import builders
+from dcsfn_jax.data import tfds_builder
 from dcsfn_jax.data import catalog
 
 
@@ -30,7 +30,7 @@ def summarize(builder: tfds.core.DatasetBuilder) -> dict:
 
 
 def prepare(dataset: str, *, manual_dir=None, data_dir=None,
-            synthetic_options: builders.SyntheticOptions | None = None,
+            synthetic_options: tfds_builder.SyntheticOptions | None = None,
             overwrite: bool = False) -> tfds.core.DatasetBuilder:
   """Builds `dataset` into data_dir; returns its builder.
 
@@ -42,13 +42,13 @@ def prepare(dataset: str, *, manual_dir=None, data_dir=None,
     raise ValueError(f'Unknown dataset {dataset!r}; choose one of '
                      f'{", ".join(catalog.SPECS)}.')
   if dataset == 'synthetic_rain':
-    synthetic_options = synthetic_options or builders.SyntheticOptions()
+    synthetic_options = synthetic_options or tfds_builder.SyntheticOptions()
     if manual_dir is not None:
       synthetic_options = dataclasses.replace(
           synthetic_options, photos_dir=os.fspath(manual_dir))
   elif manual_dir is None:
     manual_dir = _default_manual_dir(dataset, data_dir)
-  builder = builders.Derain(config=dataset, data_dir=data_dir,
+  builder = tfds_builder.Derain(config=dataset, data_dir=data_dir,
                             manual_dir=manual_dir,
                             synthetic_options=synthetic_options)
   if builder.is_prepared() and not overwrite:
@@ -77,7 +77,7 @@ def prepare_synthetic(data_dir, *, photos_dir=None, max_size: int = 512,
                       num_train: int = 48, num_test: int = 8, seed: int = 0,
                       overwrite: bool = False) -> pathlib.Path:
   """Builds synthetic_rain into data_dir (no download) and returns data_dir."""
-  options = builders.SyntheticOptions(
+  options = tfds_builder.SyntheticOptions(
       photos_dir=None if photos_dir is None else os.fspath(photos_dir),
       max_size=max_size, num_train=num_train, num_test=num_test, seed=seed)
   prepare('synthetic_rain', data_dir=data_dir, synthetic_options=options,

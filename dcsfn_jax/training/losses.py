@@ -3,8 +3,6 @@ import jax.numpy as jnp
 
 from dcsfn_jax import metrics
 
-SSIM_PADDINGS = ('same', 'valid')
-
 
 def derain_loss(derained, clean, *, ssim_padding='same', l1_weight=0.0):
   """-SSIM(derained, clean) + l1_weight * L1, on the unclamped output.
@@ -20,8 +18,8 @@ def derain_loss(derained, clean, *, ssim_padding='same', l1_weight=0.0):
   Returns:
     (loss, {'ssim': mean SSIM, 'l1': mean absolute error}), scalars.
   """
-  if ssim_padding not in SSIM_PADDINGS:
-    raise ValueError(f'ssim_padding must be one of {SSIM_PADDINGS}, got '
+  if ssim_padding not in metrics.SSIM_PADDINGS:
+    raise ValueError(f'ssim_padding must be one of {metrics.SSIM_PADDINGS}, got '
                      f'{ssim_padding!r}.')
   ssim_value = jnp.mean(metrics.ssim(derained, clean, padding=ssim_padding))
   l1 = jnp.mean(jnp.abs(derained - clean))

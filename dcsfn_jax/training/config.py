@@ -9,11 +9,10 @@ import difflib
 import ml_collections
 
 from dcsfn_jax import data
+from dcsfn_jax import metrics
 from dcsfn_jax import models
 
-MODEL_PRESETS = ('official', 'paper')
 AUGMENTATIONS = ('released', 'crop')
-SSIM_PADDINGS = ('same', 'valid')
 
 
 def base_config(model_preset='official'):
@@ -50,7 +49,7 @@ def base_config(model_preset='official'):
   return config
 
 
-def variant_name(arg, allowed=MODEL_PRESETS):
+def variant_name(arg, allowed=models.PRESETS):
   """The variant a config file was asked for ('configs/x.py:paper'); the
   first of `allowed` when none was."""
   name = arg or allowed[0]
@@ -79,6 +78,22 @@ def _unknown_fields(config, reference, prefix=''):
   return problems
 
 
+def check_override(dotted):
+  """ConfigError with a did-you-mean when --config.DOTTED names no field."""
+  node, prefix = base_config(), ''
+  for key in dotted.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+      fields = list(node.keys()) if isinstance(
+          node, ml_collections.ConfigDict) else []
+      close = difflib.get_close_matches(key, fields, n=1)
+      hint = f' (did you mean --config.{prefix}{close[0]}?)' if close else ''
+      where = f'config.{prefix.rstrip(".")}' if prefix else 'the config'
+      _fail(f"--config.{dotted}: {where} has no field '{key}'{hint}. The "
+            'fields and their defaults are listed in '
+            'dcsfn_jax/training/config.py (base_config).')
+    node, prefix = node[key], f'{prefix}{key}.'
+
+
 def validate(config):
   """Raises ValueError naming the field for typos and impossible values."""
   reference = base_config()
@@ -103,9 +118,9 @@ def validate(config):
                'eval_every_steps', 'checkpoint_every_steps',
                'keep_checkpoints'):
     positive_int(name)
-  if config.dataset not in data.DATASETS:
+  if config.dataset not in data.SPECS:
     _fail(f'dataset={config.dataset!r} is not one of '
-          f'{", ".join(data.DATASETS)}.')
+          f'{", ".join(data.SPECS)}.')
   if config.total_steps != -1 and config.total_steps < 1:
     _fail(f'total_steps={config.total_steps} must be -1 (derived from epochs) '
           'or positive.')
@@ -116,9 +131,9 @@ def validate(config):
     _fail(f'num_panels={config.num_panels} must be >= 0.')
   if config.augment not in AUGMENTATIONS:
     _fail(f'augment={config.augment!r} must be one of {AUGMENTATIONS}.')
-  if config.ssim_padding not in SSIM_PADDINGS:
+  if config.ssim_padding not in metrics.SSIM_PADDINGS:
     _fail(f'ssim_padding={config.ssim_padding!r} must be one of '
-          f'{SSIM_PADDINGS}.')
+          f'{metrics.SSIM_PADDINGS}.')
   if not config.learning_rate > 0:
     _fail(f'learning_rate={config.learning_rate!r} must be positive.')
   if not 0 < config.lr_decay_factor <= 1:

@@ -21,7 +21,7 @@ from scipy import special
 BLOCK_SIZE = 96
 CHANNELS = ('y', 'gray')
 
-_ASSET = os.path.join(os.path.dirname(__file__), 'assets',
+_ASSET = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'assets',
                       'niqe_pris_params.npz')
 
 # The shape parameters MATLAB searches: 0.2:0.001:10.

@@ -12,6 +12,10 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageOps
+from PIL import PngImagePlugin
+
+from dcsfn_jax.metrics.pixels import to_float
+from dcsfn_jax.metrics.pixels import to_uint8
 
 # Error-map colours from no error (black) through purple and orange to
 # yellow-white at the full-scale error.
@@ -29,17 +33,6 @@ _GAP = 4
 
 class UnreadableImageError(ValueError):
   """A file that is not an image we can decode; the message names it."""
-
-
-def to_uint8(image):
-  """float [0, 1] -> uint8, rounding half up (metrics.to_uint8 in numpy)."""
-  image = np.asarray(image, np.float32)
-  return np.floor(np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def to_float(image):
-  """uint8 [H, W, 3] -> float32 in [0, 1]."""
-  return np.asarray(image, np.float32) / 255.0
 
 
 def _high_bit_depth_to_uint8(pixels):
@@ -90,12 +83,48 @@ def read_image(path):
         f'({type(error).__name__}: {error}).') from error
 
 
+# The PNG text chunk that marks a file as written by this project, so that
+# --overwrite replaces earlier outputs and never a user's own file.
+_MARK_KEY = 'Software'
+_MARK_VALUE = 'dcsfn_jax'
+
+
 def write_png(path, image):
-  """Writes an RGB image (float [0, 1], rounded half up, or uint8) as PNG."""
+  """Writes an RGB image (float [0, 1], rounded half up, or uint8) as PNG,
+  marked as this project's output (`is_our_output`)."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
     image = to_uint8(image)
-  Image.fromarray(image).save(os.fspath(path), format='PNG')
+  info = PngImagePlugin.PngInfo()
+  info.add_text(_MARK_KEY, _MARK_VALUE)
+  Image.fromarray(image).save(os.fspath(path), format='PNG', pnginfo=info)
+
+
+def is_our_output(path):
+  """Whether `path` is a PNG that `write_png` wrote."""
+  try:
+    with Image.open(os.fspath(path)) as image:
+      return (image.format == 'PNG'
+              and image.info.get(_MARK_KEY) == _MARK_VALUE)
+  except Exception:  # pylint: disable=broad-except  # not an image at all
+    return False
+
+
+def pixel_count(path):
+  """Width x height from the file's header, without decoding the pixels.
+
+  Raises:
+    UnreadableImageError: naming the file, when it is not an image.
+  """
+  path = os.fspath(path)
+  try:
+    with Image.open(path) as image:
+      width, height = image.size
+  except Exception as error:  # PIL raises many types for broken files
+    raise UnreadableImageError(
+        f'{path}: not a readable image ({type(error).__name__}: {error}).'
+    ) from error
+  return width * height, (width, height)
 
 
 def error_map(derained, clean, full_scale=ERROR_MAP_FULL_SCALE):
@@ -139,6 +168,18 @@ def panel(images, labels):
     draw.text((left + 2, 2), label, fill='black')
     left += image.shape[1] + _GAP
   return np.asarray(canvas)
+
+
+def evaluation_panel(rainy, derained, clean):
+  """rainy | derained | clean | error map, labelled: uint8 RGB.
+
+  Args:
+    rainy, derained, clean: uint8 [H, W, 3] RGB (derained as saved).
+  """
+  error = error_map(to_float(derained), to_float(clean))
+  return panel([rainy, derained, clean, error],
+               ['rainy', 'derained', 'clean',
+                f'mean |error| (yellow = {ERROR_MAP_FULL_SCALE:g})'])
 
 
 def output_name(name):

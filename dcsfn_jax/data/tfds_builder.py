@@ -12,9 +12,16 @@ out: tfds's Image feature would need TF to decode, so `sources.load_split`
 decodes with PIL instead. Every image is fully decoded once while writing, so
 corrupt files and size mismatches fail the build, and tfds writes into a
 temporary folder that only becomes the dataset when every split succeeded.
+
+Next to tfds's files, the version folder holds `prepared_from.json`,
+{"manual_dir": absolute path or null}: the folder the dataset was built from
+(for synthetic_rain its photos folder; null for scikit-image's photos). It is
+written into the same temporary folder, so every finished build has one;
+`prepared_from` reads it back.
 """
 import dataclasses
 import io
+import json
 import os
 import pathlib
 
@@ -25,7 +32,7 @@ from PIL import Image
 from dcsfn_jax.data import catalog
 from dcsfn_jax.data import layouts
 from dcsfn_jax.data import synthetic
-from dcsfn_jax.data.layouts import DatasetLayoutError, Pair
+from dcsfn_jax.data.layouts import DatasetLayoutError, Pair, PrepareError
 
 # scikit-image's photos, split so that no scene is in both sets (the two
 # motorcycle views show one scene, so both are train).
@@ -51,6 +58,15 @@ class SyntheticOptions:
   max_angle: float = 20.0
   seed: int = 0
 
+  def __post_init__(self):
+    minimum = {'max_size': 1, 'num_train': 1, 'num_test': 1, 'seed': 0}
+    for field, least in minimum.items():
+      value = getattr(self, field)
+      if value < least:
+        raise PrepareError(
+            f'--{field}={value} is out of range: synthetic_rain needs '
+            f'{field} >= {least}; pass --{field} {max(least, 1)} or more.')
+
 
 def skimage_photo_dir() -> pathlib.Path:
   import skimage.data  # pylint: disable=g-import-not-at-top
@@ -73,7 +89,9 @@ def _photo_split(options: SyntheticOptions) -> dict[str, list[pathlib.Path]]:
 
 
 def _load_photo(path: pathlib.Path, max_size: int) -> np.ndarray:
-  with Image.open(path) as image:
+  with layouts.open_image(
+      path, 'Replace it with a good copy, or delete it from the photos '
+      'folder.') as image:
     image = image.convert('RGB')
     scale = max_size / max(image.size)
     if scale < 1:
@@ -91,15 +109,8 @@ def _png(image: np.ndarray) -> bytes:
 
 def _decoded_size(path: pathlib.Path) -> tuple[int, int]:
   """(width, height) after a full decode; a clear error if it fails."""
-  try:
-    with Image.open(path) as image:
-      image.load()
-      return image.size
-  except Exception as error:  # PIL raises many types for bad files.
-    raise DatasetLayoutError(
-        f'{path} is corrupt, truncated or not an image ({error}). Replace it '
-        'with a good copy from the download, or delete it and its partner.'
-    ) from error
+  with layouts.open_image(path) as image:
+    return image.size
 
 
 def _example(pair: Pair) -> dict:
@@ -129,6 +140,19 @@ def _example(pair: Pair) -> dict:
       'width': width,
       'density': pair.density,
   }
+
+
+SOURCE_FILE = 'prepared_from.json'
+
+
+def prepared_from(builder: tfds.core.DatasetBuilder) -> dict | None:
+  """The recorded source of a prepared dataset, {'manual_dir': str | None};
+  None for a dataset built before sources were recorded."""
+  record = pathlib.Path(builder.data_dir) / SOURCE_FILE
+  try:
+    return json.loads(record.read_text())
+  except (OSError, ValueError):
+    return None
 
 
 class DerainConfig(tfds.core.BuilderConfig):
@@ -178,6 +202,22 @@ class Derain(tfds.core.GeneratorBasedBuilder):
         # Keep name order on disk; the training pipeline shuffles itself.
         disable_shuffling=True,
     )
+
+  def source_dir(self) -> str | None:
+    """Absolute path of the folder this build reads (None: scikit-image's
+    photos)."""
+    if self.builder_config.name == 'synthetic_rain':
+      source = self.synthetic_options.photos_dir
+    else:
+      source = self.manual_dir
+    return None if source is None else os.path.abspath(os.fspath(source))
+
+  def _download_and_prepare(self, dl_manager, download_config=None):
+    super()._download_and_prepare(dl_manager=dl_manager,
+                                  download_config=download_config)
+    # data_dir is tfds's temporary folder here, renamed once all is written.
+    (pathlib.Path(self.data_dir) / SOURCE_FILE).write_text(
+        json.dumps({'manual_dir': self.source_dir()}) + '\n')
 
   def _split_generators(self, dl_manager):
     if self.builder_config.name == 'synthetic_rain':

@@ -22,7 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dcsfn_jax.metrics.pixels import to_uint8
+
 PROTOCOLS = ('official', 'y_uint8')
+
+# How SSIM filters at the border: zero padding (the released training loss and
+# eval.py) or only windows inside the image (MATLAB).
+SSIM_PADDINGS = ('same', 'valid')
 
 PROTOCOL_DESCRIPTIONS = {
     'official': ("released eval.py: RGB PSNR on the float output clipped to "
@@ -84,8 +90,9 @@ def ssim_map(a, b, *, padding='same', max_val=1.0, k1=0.01, k2=0.03):
       ([B, H-10, W-10, C]).
     max_val: the data range L.
   """
-  if padding not in ('same', 'valid'):
-    raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
+  if padding not in SSIM_PADDINGS:
+    raise ValueError(f'padding must be one of {SSIM_PADDINGS}, got '
+                     f'{padding!r}.')
   c1 = (k1 * max_val)**2
   c2 = (k2 * max_val)**2
   mu_a = _separable_filter(a, padding)
@@ -109,12 +116,6 @@ def ssim(a, b, *, padding='same', max_val=1.0):
 def psnr_from_mse(mse, max_val):
   """10 log10(max_val^2 / mse) in dB; +inf for mse == 0."""
   return 10.0 * jnp.log10(max_val**2 / mse)
-
-
-def to_uint8(images):
-  """Rounds [0, 1] floats to the integers 0..255 a saved PNG holds (half up,
-  like MATLAB's im2uint8), as float32; values outside [0, 1] saturate."""
-  return jnp.floor(jnp.clip(images, 0.0, 1.0) * 255.0 + 0.5)
 
 
 def rgb_to_y_uint8(rgb_uint8):

@@ -1,0 +1,313 @@
+"""Derains your own photos with a trained or imported DCSFN.
+
+Any size and mode: gray, RGBA, palette, 16-bit and CMYK files are read as
+RGB, and camera JPEGs are turned upright by their EXIF orientation. Each photo
+runs at its native size, so the PNG is the network's own output (rounded);
+`bucket` pads to shape buckets instead (fewer compilations, different
+outputs), and `tile` cuts photos larger than the tile into overlapping tiles
+blended together, so memory stays bounded.
+
+A user's files are never touched: the output folder may not be, lie inside or
+contain the input folder; no output is written over an input of the same
+run; and `overwrite` replaces only PNGs this project wrote.
+"""
+import csv
+import dataclasses
+import os
+
+from absl import logging
+import numpy as np
+import tqdm
+
+from dcsfn_jax import metrics
+from dcsfn_jax import models
+from dcsfn_jax import paths
+from dcsfn_jax.evaluation import images
+from dcsfn_jax.evaluation import inference
+from dcsfn_jax.metrics import niqe
+
+# Photos above this many pixels are refused unless the flag is raised. With
+# --tile, memory stays bounded up to it (a few GB of host arrays at 50 MP).
+DEFAULT_MAX_PIXELS = 50_000_000
+
+NIQE_CSV = 'niqe.csv'
+_NIQE_HEADER = ['file', 'niqe_input', 'niqe_output']
+
+
+@dataclasses.dataclass
+class Result:
+  """What happened to one input file."""
+  path: str
+  output: str = ''
+  error: str = ''
+  niqe_input: float | None = None
+  niqe_output: float | None = None
+
+
+def load_model(workdir=None, torch_checkpoint=None, preset='official',
+               prefer='latest'):
+  """(params, model_config) from a project checkpoint or PyTorch weights."""
+  if (workdir is None) == (torch_checkpoint is None):
+    raise ValueError('Pass exactly one of --workdir and --torch-checkpoint.')
+  if workdir is not None:
+    from dcsfn_jax import checkpointing  # pylint: disable=g-import-not-at-top
+    params, config = checkpointing.load_pretrained(paths.expand(workdir),
+                                                   prefer=prefer)
+    return params, config.model
+  # Imported here: only this path needs torch or safetensors.
+  from dcsfn_jax.export import convert  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.export import torch_files  # pylint: disable=g-import-not-at-top
+  torch_checkpoint = paths.expand(torch_checkpoint)
+  state_dict, model_config = torch_files.read_torch_weights(torch_checkpoint)
+  if model_config is None:
+    model_config = torch_files.released_model_config(preset)
+    logging.warning('%s records no model config: assuming the authors\' '
+                    'release, preset %r on BGR images.', torch_checkpoint,
+                    preset)
+  try:
+    params = convert.from_torch_state_dict(state_dict, model_config)
+  except ValueError as error:
+    raise ValueError(f'{torch_checkpoint} does not fit the {preset!r} preset: '
+                     f'{error}') from None
+  return params, model_config
+
+
+class Derainer:
+  """Derains uint8 RGB photos of any size with one model."""
+
+  def __init__(self, params, model_config, *, tile=None, overlap=None,
+               batch_size=None, bucket=False):
+    """Args:
+      params, model_config: the model.
+      tile: side of the tiles photos larger than this are cut into (None:
+        whole photos).
+      overlap: overlap of neighbouring tiles (default tile // 4).
+      batch_size: images or tiles per step (default one per device).
+      bucket: pad whole photos to shape buckets instead of native sizes.
+    """
+    self.granule = models.minimum_size(model_config)
+    if tile is not None:
+      if tile < 1:
+        raise ValueError(f'--tile={tile} must be a positive number of '
+                         'pixels.')
+      tile = max(self.granule, tile // self.granule * self.granule)
+      overlap = tile // 4 if overlap is None else overlap
+      if not 0 <= overlap < tile:
+        raise ValueError(f'--tile_overlap={overlap} must be in [0, {tile}).')
+    self.tile, self.overlap, self.bucket = tile, overlap, bucket
+    self.runner = inference.Runner(inference.forward_fn(model_config),
+                                   batch_size=batch_size)
+    self._params = self.runner.place(
+        models.runtime_layout(params, model_config))
+
+  def __call__(self, photo):
+    """uint8 [H, W, 3] RGB -> derained float32 [H, W, 3] (unclipped)."""
+    height, width = photo.shape[:2]
+    rainy = metrics.to_float(photo)
+    if self.tile is not None and max(height, width) > self.tile:
+      padded = inference.pad_image(
+          rainy, -(-height // self.granule) * self.granule,
+          -(-width // self.granule) * self.granule)
+      derained = inference.derain_tiled(self.runner, self._params, padded,
+                                        self.tile, self.overlap, self.granule)
+    else:
+      shape = inference.bucket_shape(height, width, self.granule,
+                                     bucket=self.bucket)
+      padded = inference.pad_image(rainy, *shape)
+      derained = self.runner(self._params,
+                             {'rainy': padded[None]})['derained'][0]
+    return derained[:height, :width]
+
+
+def list_inputs(path):
+  """The files to derain: `path` itself, or the visible files directly in
+  the folder `path`, sorted."""
+  path = paths.expand(os.fspath(path))
+  if os.path.isfile(path):
+    return [path]
+  if os.path.isdir(path):
+    names = sorted(name for name in os.listdir(path)
+                   if not name.startswith('.')
+                   and os.path.isfile(os.path.join(path, name)))
+    if not names:
+      raise FileNotFoundError(f'--input {path} holds no files.')
+    return [os.path.join(path, name) for name in names]
+  raise FileNotFoundError(f'--input {path}: no such file or folder.')
+
+
+def output_names(input_paths):
+  """A distinct output PNG name for every input, for any set of names.
+
+  A photo keeps its stem (IMG_1.jpg -> IMG_1.png) unless another input
+  would get the same name; those are told apart by their suffix (x.jpg ->
+  x_jpg.png), then by a count, never reusing a name another input has. Names
+  are compared ignoring case, as on macOS and Windows file systems.
+  """
+  plain = [images.output_name(os.path.basename(p)) for p in input_paths]
+  counts = {}
+  for name in plain:
+    counts[name.lower()] = counts.get(name.lower(), 0) + 1
+  taken = {name.lower() for name in plain if counts[name.lower()] == 1}
+  names = []
+  for path, name in zip(input_paths, plain):
+    if counts[name.lower()] > 1:
+      candidate = images.output_name(os.path.basename(path).replace('.', '_'))
+      stem, number = candidate[:-len('.png')], 1
+      while candidate.lower() in taken:
+        number += 1
+        candidate = f'{stem}_{number}.png'
+      taken.add(candidate.lower())
+      name = candidate
+    names.append(name)
+  return names
+
+
+def _real(path):
+  return os.path.normcase(os.path.realpath(path))
+
+
+def _within(path, folder):
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_location(input_path, output_dir):
+  """Raises ValueError/OSError, before any work, for an --output that could
+  touch the inputs or cannot be written."""
+  output_dir = paths.expand(os.fspath(output_dir))
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise NotADirectoryError(f'--output {output_dir} is a file; choose a '
+                             'folder for the derained PNGs.')
+  input_path = paths.expand(os.fspath(input_path))
+  if os.path.isdir(input_path):
+    source, target = _real(input_path), _real(output_dir)
+    if _within(target, source) or _within(source, target):
+      raise ValueError(
+          f'--output {output_dir} is, lies inside or contains the --input '
+          f'folder {input_path}; choose a folder outside it, e.g. '
+          f'{input_path.rstrip(os.sep)}_derained.')
+  existing = output_dir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing) or '.'
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    raise PermissionError(f'--output {output_dir} cannot be created: '
+                          f'{existing} is not a writable folder.')
+
+
+def _refusal(target, inputs, overwrite):
+  """Why `target` may not be written, or ''."""
+  if _real(target) in inputs:
+    return (f'{target} is an input of this run; it is never written over. '
+            'Choose another --output.')
+  if not os.path.exists(target):
+    return ''
+  if not overwrite:
+    return f'{target} exists; pass --overwrite to replace it.'
+  if not images.is_our_output(target):
+    return (f'{target} exists and was not written by dcsfn_jax; --overwrite '
+            'replaces only earlier outputs. Move it or choose another '
+            '--output.')
+  return ''
+
+
+def derain_files(derainer, input_paths, output_dir, *, panels=False,
+                 with_niqe=False, overwrite=False,
+                 max_pixels=DEFAULT_MAX_PIXELS, progress=True):
+  """Derains each file into output_dir; never raises for a bad file.
+
+  Returns:
+    list of Result, one per path, in order; a Result with `error` was not
+    written.
+  """
+  inputs = {_real(path) for path in input_paths}
+  results = []
+  for path, name in tqdm.tqdm(list(zip(input_paths,
+                                       output_names(input_paths))),
+                              desc='derain', unit='photo',
+                              disable=not progress):
+    result = Result(path=path, output=os.path.join(output_dir, name))
+    results.append(result)
+    targets = [result.output] + (
+        [os.path.join(output_dir, 'panels', name)] if panels else [])
+    refusals = [r for r in (_refusal(t, inputs, overwrite) for t in targets)
+                if r]
+    if refusals:
+      result.error = refusals[0]
+      continue
+    try:
+      pixels, (width, height) = images.pixel_count(path)
+      if max_pixels and pixels > max_pixels:
+        raise images.UnreadableImageError(
+            f'{path}: {width}x{height} is {pixels / 1e6:.1f} megapixels, '
+            f'above --max_pixels={max_pixels}; raise --max_pixels (with '
+            '--tile to bound memory) to derain it.')
+      photo = images.read_image(path)
+    except images.UnreadableImageError as error:
+      result.error = str(error)
+      continue
+    if min(height, width) < derainer.granule:
+      logging.warning('%s: %dx%d is below the network\'s %d px minimum; it is '
+                      'padded by reflection and cropped back.', path, width,
+                      height, derainer.granule)
+    derained = metrics.to_uint8(derainer(photo))
+    os.makedirs(output_dir, exist_ok=True)
+    images.write_png(result.output, derained)
+    if panels:
+      os.makedirs(os.path.dirname(targets[1]), exist_ok=True)
+      images.write_png(targets[1], images.panel([photo, derained],
+                                                ['input', 'derained']))
+    if with_niqe and min(photo.shape[:2]) >= niqe.BLOCK_SIZE:
+      result.niqe_input = niqe.niqe(photo)
+      result.niqe_output = niqe.niqe(derained)
+  return results
+
+
+def check_niqe_csv(output_dir, overwrite):
+  """Raises FileExistsError when niqe.csv may not be written."""
+  path = os.path.join(output_dir, NIQE_CSV)
+  if not os.path.exists(path):
+    return
+  with open(path, newline='') as file:
+    ours = next(csv.reader(file), None) == _NIQE_HEADER
+  if not overwrite:
+    raise FileExistsError(f'{path} exists; pass --overwrite to replace it.')
+  if not ours:
+    raise FileExistsError(f'{path} exists and was not written by dcsfn_jax; '
+                          'move it or choose another --output.')
+
+
+def write_niqe_csv(output_dir, results):
+  """output_dir/niqe.csv: each derained file's NIQE before and after."""
+  with open(os.path.join(output_dir, NIQE_CSV), 'w', newline='') as file:
+    writer = csv.writer(file)
+    writer.writerow(_NIQE_HEADER)
+    for r in results:
+      if not r.error:
+        writer.writerow([os.path.basename(r.path),
+                         '' if r.niqe_input is None else f'{r.niqe_input:.4f}',
+                         '' if r.niqe_output is None
+                         else f'{r.niqe_output:.4f}'])
+
+
+def summarise(results, with_niqe):
+  """Human-readable summary lines."""
+  done = [r for r in results if not r.error]
+  lines = [f'Derained {len(done)} of {len(results)} file(s).']
+  if with_niqe:
+    scored = [r for r in done if r.niqe_input is not None]
+    for r in scored:
+      lines.append(f'  NIQE {os.path.basename(r.path)}: '
+                   f'{r.niqe_input:.4f} -> {r.niqe_output:.4f}')
+    if scored:
+      lines.append(
+          f'  mean NIQE (channel y, crop_border 0): '
+          f'{np.mean([r.niqe_input for r in scored]):.4f} -> '
+          f'{np.mean([r.niqe_output for r in scored]):.4f} over '
+          f'{len(scored)} photo(s)')
+    if len(scored) < len(done):
+      lines.append(f'  {len(done) - len(scored)} photo(s) under '
+                   f'{niqe.BLOCK_SIZE}x{niqe.BLOCK_SIZE} px have no NIQE.')
+  failed = [r for r in results if r.error]
+  if failed:
+    lines.append(f'{len(failed)} file(s) skipped:')
+    lines.extend(f'  {r.error}' for r in failed)
+  return lines

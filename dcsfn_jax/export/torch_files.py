@@ -1,0 +1,245 @@
+"""PyTorch weight files in and out of project checkpoints.
+
+Reading: the released training file (`torch.save({'net': ..., 'clock_net':
+step, 'opt_net': ...})`, keys possibly prefixed `module.` by DataParallel), a
+plain state_dict (.pth) or a .safetensors file, always with
+`torch.load(..., weights_only=True)`, which never runs pickled code. Writing:
+a .pth or .safetensors keyed exactly like the released module's state_dict.
+
+The released weights were trained on BGR images (cv2); `released_model_config`
+is the one place that says so.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping, Sequence
+
+from absl import logging
+import jax
+import ml_collections
+
+from dcsfn_jax import checkpointing
+from dcsfn_jax import models
+from dcsfn_jax.export import convert
+
+
+def _describe(obj) -> str:
+  if isinstance(obj, Mapping):
+    keys = sorted(str(k) for k in obj)
+    shown = ', '.join(keys[:8]) + (' ...' if len(keys) > 8 else '')
+    return f'a {type(obj).__name__} with keys [{shown}]'
+  return f'a {type(obj).__name__}'
+
+
+def _looks_like_state_dict(obj) -> bool:
+  return (isinstance(obj, Mapping) and len(obj) > 0 and
+          all(hasattr(v, 'shape') for v in obj.values()))
+
+
+# Keys of the .pth wrapper `write_torch_weights` writes beside 'net'.
+_PTH_MODEL_CONFIG = 'model_config'
+_PTH_CHANNEL_ORDER = 'channel_order'
+
+
+def _recorded_config(text, path):
+  """The model config recorded in an export as JSON text, or None."""
+  if not text:
+    return None
+  try:
+    recorded = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise ValueError(
+        f'{path}: its recorded model config is not valid JSON ({error}); '
+        're-export the checkpoint, or strip the metadata and pass --preset.'
+    ) from None
+  if not isinstance(recorded, dict):
+    raise ValueError(f'{path}: its recorded model config is '
+                     f'{type(recorded).__name__}, not a JSON object.')
+  return ml_collections.ConfigDict(recorded)
+
+
+def _read_safetensors(path):
+  try:
+    from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise ImportError('Reading .safetensors needs safetensors: pip install '
+                      "'dcsfn_jax[torch]'.") from error
+  try:
+    with safe_open(path, framework='numpy') as reader:
+      metadata = reader.metadata() or {}
+      state_dict = {key: reader.get_tensor(key) for key in reader.keys()}
+  except Exception as error:  # SafetensorError, OSError, ... for bad files
+    raise ValueError(f'{path} is not a readable .safetensors file '
+                     f'({type(error).__name__}: {error}).') from None
+  return state_dict, _recorded_config(
+      metadata.get(convert.SAFETENSORS_CONFIG_KEY), path)
+
+
+def _read_pth(path):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise ImportError('Reading PyTorch checkpoints needs torch: '
+                      "pip install 'dcsfn_jax[torch]'.") from error
+  try:
+    loaded = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as error:  # torch raises several types for foreign files.
+    # Only the first line: torch's later lines suggest weights_only=False,
+    # which would run the file's code and is wrong advice for an untrusted
+    # file.
+    first_line = str(error).strip().splitlines()[0] if str(error) else ''
+    raise ValueError(
+        f'{path} is not a PyTorch checkpoint that loads safely with '
+        f'weights_only=True ({type(error).__name__}: {first_line}); it was '
+        'refused without running any of its code.') from None
+  model_config = None
+  if isinstance(loaded, Mapping) and 'net' in loaded:
+    model_config = _recorded_config(loaded.get(_PTH_MODEL_CONFIG), path)
+    loaded = loaded['net']
+  if not _looks_like_state_dict(loaded):
+    raise ValueError(
+        f'{path} is not a DCSFN checkpoint: expected a state_dict of tensors '
+        f"or a dict with a 'net' state_dict, found {_describe(loaded)}.")
+  return loaded, model_config
+
+
+def read_torch_weights(path: str) -> tuple:
+  """Reads a DCSFN weights file -> (state_dict, model config or None).
+
+  The model config (with its channel order) is the one an export recorded;
+  None for the authors' released files and plain state_dicts. Raises
+  FileNotFoundError, or ValueError naming the file and what is wrong with it.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'No checkpoint file at {path}.')
+  if path.endswith('.safetensors'):
+    return _read_safetensors(path)
+  return _read_pth(path)
+
+
+def released_model_config(preset='official'):
+  """The model config of the authors' released weights: `preset` run on BGR
+  images, as the released code trained them (cv2 loads BGR)."""
+  model_config = models.preset(preset)
+  model_config.channel_order = 'bgr'
+  return model_config
+
+
+def apply_overrides(model_config, overrides: Sequence[str]):
+  """Edits `model_config` in place from 'field=value' strings; returns it."""
+  for override in overrides:
+    field, sep, text = override.partition('=')
+    if not sep or field not in model_config:
+      raise ValueError(
+          f'Bad --model_override {override!r}: expected field=value with '
+          f'field one of {sorted(model_config.keys())}.')
+    current = model_config[field]
+    if isinstance(current, bool):
+      if text.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(f'Bad --model_override {override!r}: {field} takes '
+                         'true or false.')
+      value = text.lower() in ('true', '1')
+    elif isinstance(current, int):
+      try:
+        value = int(text)
+      except ValueError:
+        raise ValueError(f'Bad --model_override {override!r}: {field} takes '
+                         'an integer.') from None
+    else:
+      value = text
+    model_config[field] = value
+  return model_config
+
+
+def import_torch_checkpoint(checkpoint: str, output: str,
+                            preset: str = 'official',
+                            overrides: Sequence[str] = ()) -> dict:
+  """Converts `checkpoint` into a save_pretrained directory at `output`.
+
+  Returns a summary dict (tensors read, params written, model config, and
+  where its channel order came from).
+  """
+  if os.path.exists(output):
+    raise FileExistsError(f'{output} exists; choose a new --output directory.')
+  state_dict, recorded_config = read_torch_weights(checkpoint)
+  if recorded_config is None:
+    model_config = released_model_config(preset)
+    order_source = ('no config recorded in the file: assumed the authors\' '
+                    f'release, the {preset!r} preset trained on BGR images')
+  else:
+    model_config = recorded_config
+    order_source = 'recorded in the file by dcsfn_jax.export'
+  logging.info('%s: channel_order=%r (%s).', checkpoint,
+               model_config.channel_order, order_source)
+  apply_overrides(model_config, overrides)
+  models.validate(model_config)
+  try:
+    params = convert.from_torch_state_dict(state_dict, model_config)
+  except ValueError as error:
+    raise ValueError(
+        f'{checkpoint} does not match the model config (preset {preset!r}, '
+        f'overrides {list(overrides)}): {error}') from error
+  config = ml_collections.ConfigDict()
+  config.model = model_config
+  config.imported_from = os.path.abspath(checkpoint)
+  checkpointing.save_pretrained(output, params, config)
+  num_params = sum(leaf.size for leaf in jax.tree.leaves(params))
+  return {'tensors_read': len(convert.unwrap_state_dict(state_dict)),
+          'params_written': num_params, 'model_config': model_config,
+          'channel_order_source': order_source}
+
+
+def write_torch_weights(state_dict: dict, path: str, model_config) -> None:
+  """Writes a numpy state_dict with its model config and channel order.
+
+  .safetensors: the tensors, the config as JSON metadata. .pth: {'net':
+  state_dict, 'model_config': JSON, 'channel_order': ...}, which the released
+  loader reads as it reads its own training files ('net').
+  """
+  if path.endswith('.safetensors'):
+    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+    metadata = {convert.SAFETENSORS_CONFIG_KEY: model_config.to_json(),
+                'channel_order': model_config.channel_order}
+    save_file(state_dict, path, metadata=metadata)
+  elif path.endswith('.pth'):
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError as error:
+      raise ImportError("Writing .pth needs torch: pip install "
+                        "'dcsfn_jax[torch]', or write .safetensors.") from error
+    torch.save({'net': {k: torch.from_numpy(v) for k, v in state_dict.items()},
+                _PTH_MODEL_CONFIG: model_config.to_json(),
+                _PTH_CHANNEL_ORDER: model_config.channel_order}, path)
+  else:
+    raise ValueError(f'--output {path} must end in .pth or .safetensors.')
+
+
+def export_checkpoint(workdir: str, output: str, prefer: str = 'latest',
+                      overwrite: bool = False) -> dict:
+  """Converts the checkpoint at `workdir` and writes `output`; returns a summary.
+  """
+  output = os.fspath(output)
+  if os.path.isdir(output):
+    raise IsADirectoryError(f'--output {output} is a folder; name a file in '
+                            f'it, e.g. {os.path.join(output, "dcsfn.pth")}.')
+  if os.path.exists(output) and not overwrite:
+    raise FileExistsError(f'{output} exists; pass --overwrite to replace it.')
+  if not output.endswith(('.pth', '.safetensors')):
+    raise ValueError(f'--output {output} must end in .pth or .safetensors.')
+  params, config = checkpointing.load_pretrained(workdir, prefer=prefer)
+  if 'model' not in config:
+    raise ValueError(f'The checkpoint at {workdir} has no model config '
+                     f'(config fields: {sorted(config.keys())}).')
+  state_dict = convert.to_torch_state_dict(params, config.model)
+  folder = os.path.dirname(os.path.abspath(output))
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as error:
+    raise OSError(f'--output {output}: cannot create its folder {folder} '
+                  f'({error.strerror}).') from None
+  write_torch_weights(state_dict, output, config.model)
+  return {'tensors': len(state_dict),
+          'values': sum(v.size for v in state_dict.values()),
+          'channel_order': config.model.channel_order}

@@ -1,0 +1,98 @@
+"""The train state, its two layouts, and the jitted training step.
+
+  runtime layout     params and Adam moments with each dense stack's blocks
+                     stacked (`models.runtime_layout`): what the step reads
+  checkpoint layout  per-block names, as the released state_dict
+                     (`checkpoint_layout`): what checkpoints hold
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dcsfn_jax import models
+from dcsfn_jax import parallel
+from dcsfn_jax.training import losses
+
+
+def checkpoint_layout(tree):
+  """A host copy of the replicated `tree` with per-block names (canonical).
+
+  Copies (never views) each array, so a later donated step cannot touch what
+  an asynchronous save is still writing.
+  """
+  return models.unstack_blocks(jax.tree.map(
+      lambda x: np.array(x.addressable_data(0)), tree))
+
+
+def create_train_state(model, optimizer, patch_size, init_key):
+  """The train state {'params', 'opt_state', 'step'} in the runtime layout.
+
+  Params are drawn on the host (`models.init_params`), deterministic in
+  `init_key`: a jitted `model.init` compiles one random kernel per tensor.
+  DCSFN has no stochastic op, so the state holds no RNG. Not jittable; use
+  `abstract_train_state` for shapes.
+  """
+  params = models.runtime_layout(
+      models.init_params(model, init_key, (1, patch_size, patch_size, 3)),
+      model.config)
+  return {'params': params,
+          'opt_state': optimizer.init(params),
+          'step': jnp.zeros((), jnp.int32)}
+
+
+def abstract_train_state(model, optimizer, patch_size):
+  """Shapes and dtypes of `create_train_state`'s result in the checkpoint
+  layout, without computing it."""
+  def init(key):
+    params = model.init(key, jnp.zeros((1, patch_size, patch_size, 3),
+                                       jnp.float32))['params']
+    return {'params': params,
+            'opt_state': models.unstack_blocks(
+                optimizer.init(models.runtime_layout(params, model.config))),
+            'step': jnp.zeros((), jnp.int32)}
+  return jax.eval_shape(init, jax.random.key(0))
+
+
+def _concatenated(tree):
+  """Every leaf of `tree` raveled into one vector: reductions over it compile
+  as one kernel rather than one per leaf (~4 s less for the official preset)."""
+  return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+
+
+def train_step(state, batch, *, model, optimizer, schedule, config):
+  """One Adam update on a global batch {'rainy', 'clean'}: [B, P, P, 3]."""
+  def loss_fn(params):
+    derained = model.apply({'params': params}, batch['rainy'])
+    return losses.derain_loss(derained, batch['clean'],
+                              ssim_padding=config.ssim_padding,
+                              l1_weight=config.l1_weight)
+
+  (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state['params'])
+  updates, opt_state = optimizer.update(grads, state['opt_state'],
+                                        state['params'])
+  params = optax.apply_updates(state['params'], updates)
+  flat_params = _concatenated(params)
+  step_metrics = {'loss': loss, **parts,
+                  'grad_norm': jnp.linalg.norm(_concatenated(grads)),
+                  'param_norm': jnp.linalg.norm(flat_params),
+                  'learning_rate': schedule(state['step']),
+                  'params_finite': jnp.all(jnp.isfinite(flat_params))}
+  new_state = {'params': params, 'opt_state': opt_state,
+               'step': state['step'] + 1}
+  return new_state, step_metrics
+
+
+def make_train_step(model, optimizer, schedule, config, mesh):
+  """`train_step` jitted over `mesh`: state replicated and donated, batch
+  split along 'data'. (state, global batch) -> (state, metrics)."""
+  replicated = parallel.replicated(mesh)
+  return jax.jit(
+      functools.partial(train_step, model=model, optimizer=optimizer,
+                        schedule=schedule, config=config),
+      in_shardings=(replicated, parallel.batch_sharded(mesh)),
+      out_shardings=(replicated, replicated),
+      donate_argnums=(0,))

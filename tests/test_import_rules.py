@@ -1,0 +1,100 @@
+"""The package's import rules (docs/ARCHITECTURE.md), read from the source.
+
+  models/, data/ and metrics/ never import training, evaluation, export or
+  torch; metrics never imports models; nothing imports an entry module (a
+  `python -m` command) for a library function; importing the trainer's entry
+  module defines no flags.
+"""
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'dcsfn_jax'
+
+ENTRY_MODULES = {'dcsfn_jax.train', 'dcsfn_jax.evaluate', 'dcsfn_jax.derain',
+                 'dcsfn_jax.import_torch', 'dcsfn_jax.export.__main__',
+                 'dcsfn_jax.data.prepare', 'dcsfn_jax.score',
+                 'dcsfn_jax.summary'}
+
+FORBIDDEN = {
+    'dcsfn_jax.models': ('dcsfn_jax.training', 'dcsfn_jax.evaluation',
+                         'dcsfn_jax.export', 'torch'),
+    'dcsfn_jax.data': ('dcsfn_jax.training', 'dcsfn_jax.evaluation',
+                       'dcsfn_jax.export', 'torch'),
+    'dcsfn_jax.metrics': ('dcsfn_jax.training', 'dcsfn_jax.evaluation',
+                          'dcsfn_jax.export', 'torch', 'dcsfn_jax.models'),
+}
+
+
+def _module_name(path):
+  parts = path.relative_to(PACKAGE.parent).with_suffix('').parts
+  return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _imports(path):
+  """Every module `path` imports, at any depth (function-level too)."""
+  tree = ast.parse(path.read_text(), filename=str(path))
+  found = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      found.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      found.add(node.module)
+      # `from dcsfn_jax import train` imports the module dcsfn_jax.train.
+      found.update(f'{node.module}.{alias.name}' for alias in node.names)
+  return found
+
+
+def _within(name, prefix):
+  return name == prefix or name.startswith(prefix + '.')
+
+
+MODULES = {_module_name(path): _imports(path)
+           for path in sorted(PACKAGE.rglob('*.py'))}
+
+
+def test_the_walk_sees_the_whole_package():
+  assert {'dcsfn_jax.models.dcsfn', 'dcsfn_jax.training.trainer',
+          'dcsfn_jax.evaluation.evaluator', 'dcsfn_jax.metrics.protocols',
+          'dcsfn_jax.export.torch_twin'} <= set(MODULES)
+  # The rules can fail: the twin imports torch, the trainer the evaluator.
+  assert 'torch' in MODULES['dcsfn_jax.export.torch_twin']
+  assert 'dcsfn_jax.evaluation' in MODULES['dcsfn_jax.training.trainer']
+
+
+@pytest.mark.parametrize('room', sorted(FORBIDDEN))
+def test_lower_rooms_never_import_upper_ones(room):
+  violations = sorted(
+      f'{module} imports {imported}'
+      for module, imported_names in MODULES.items() if _within(module, room)
+      for imported in imported_names
+      if any(_within(imported, banned) for banned in FORBIDDEN[room]))
+  assert not violations, violations
+
+
+def test_no_module_imports_an_entry_module():
+  violations = sorted(
+      f'{module} imports {imported}'
+      for module, imported_names in MODULES.items()
+      for imported in imported_names
+      if imported in ENTRY_MODULES and imported != module)
+  assert not violations, violations
+
+
+def test_importing_the_entry_modules_defines_no_flags():
+  # Libraries (absl, grain, orbax, tfds) define their own flags; ours are
+  # defined only when a command runs, in its `if __name__ == '__main__'`.
+  code = ('from absl import flags\n'
+          'import dcsfn_jax.train, dcsfn_jax.evaluate, dcsfn_jax.derain\n'
+          'import dcsfn_jax.import_torch, dcsfn_jax.export.__main__\n'
+          'import dcsfn_jax.data.prepare\n'
+          'ours = {module: [f.name for f in defined] for module, defined in\n'
+          '        flags.FLAGS.flags_by_module_dict().items()\n'
+          "        if 'dcsfn_jax' in module}\n"
+          'print(ours)\n')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, timeout=300, check=True)
+  assert result.stdout.strip() == '{}', result.stdout
