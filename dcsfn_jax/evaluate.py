@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from dcsfn_jax import cli
 from dcsfn_jax import metrics
 from dcsfn_jax import parallel
 from dcsfn_jax.evaluation import evaluator
@@ -60,8 +61,7 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
   parallel.use_host_cores()
   if not f['verbosity'].present:
@@ -83,4 +83,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser())

@@ -16,6 +16,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dcsfn_jax import cli
 from dcsfn_jax import data
 from dcsfn_jax import parallel
 from dcsfn_jax.training import config as config_lib
@@ -42,33 +43,33 @@ def _define_flags():
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _parse(argv):
-  """absl's flag parsing, with each mistake reported as one line."""
+def _explain(argv, error):
+  """A did-you-mean for a misspelt --config field; a pointer for a missing
+  config file."""
+  del error
+  for arg in argv[1:]:
+    if arg.startswith('--config.'):
+      try:
+        config_lib.check_override(arg[len('--config.'):].split('=')[0])
+      except config_lib.ConfigError as config_error:
+        return str(config_error)
+  return None
+
+
+def _config_or_exit():
+  """The parsed config; a config file that failed to load is one line."""
   try:
-    argv = flags.FLAGS(argv)
-    flags.FLAGS.config.keys()  # a config file that failed to load raises here
-    return argv
-  except Exception as error:  # pylint: disable=broad-except
-    for arg in argv[1:]:
-      if arg.startswith('--config.'):
-        try:
-          config_lib.check_override(arg[len('--config.'):].split('=')[0])
-        except config_lib.ConfigError as config_error:
-          sys.exit(f'error: {config_error}')
-    text = str(error).strip()
-    # A config file's own exception arrives with its traceback as text.
-    message = (text.splitlines()[-1] if 'Traceback' in text
-               else ' '.join(text.split()))
-    if 'No such file or directory' in message:
-      message = ('--config names a file that does not exist; the configs '
-                 'are in configs/, e.g. --config configs/demo.py.')
-    sys.exit(f'error: {message} (--help lists the flags)')
+    config = flags.FLAGS.config
+    config.keys()  # a config file that failed to load raises here
+  except OSError:
+    sys.exit('error: --config names a file that does not exist; the configs '
+             'are in configs/, e.g. --config configs/demo.py.')
+  return config
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = flags.FLAGS.config
+  del argv  # cli.flags_parser refuses stray arguments
+  config = _config_or_exit()
   writer.quiet_orbax_logs()
   try:
     config_lib.validate(config)
@@ -78,11 +79,11 @@ def main(argv):
                                     flags.FLAGS.process_id)
     result = trainer.train_and_evaluate(config, flags.FLAGS.workdir)
   except (config_lib.ConfigError, data.DatasetNotPreparedError,
-          data.DatasetLayoutError, FloatingPointError) as error:
+          data.PrepareError, FloatingPointError) as error:
     sys.exit(f'error: {error}')
   logging.info('Done: %s', result)
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main, flags_parser=_parse)
+  app.run(main, flags_parser=cli.flags_parser(_explain))

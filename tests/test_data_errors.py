@@ -131,3 +131,35 @@ def test_unknown_dataset_and_split(tmp_path, synthetic_data_dir):
     load_split('rain101', 'test', tmp_path)
   with pytest.raises(ValueError, match='has no split .validation.*train'):
     load_split('synthetic_rain', 'validation', synthetic_data_dir)
+
+
+@pytest.mark.parametrize('names, pair_up', [
+    (['rainy_1.png', 'clean_1.png', 'rainy_2.png', 'clean_2.png'], True),
+    (['1_rain.png', '1_gt.png', '2_rain.png', '2_gt.png'], True),
+    (['street_rain.jpg', 'street_clean.jpg', 'park_rain.jpg',
+      'park_clean.jpg'], True),
+    (['1.png', '2.png', '10.png'], False),        # Rain800, DID-MDN
+    (['rain-001.png', 'rain-002.png'], False),
+    (['street.png', 'park.png', 'train_1.png'], False),
+])
+def test_side_by_side_names_that_pair_up(tmp_path, names, pair_up):
+  from dcsfn_jax.data import layouts  # pylint: disable=g-import-not-at-top
+  for k, name in enumerate(names):
+    save(tmp_path / name, image(10, 20, value=10 * k))
+  assert layouts.names_pair_up(layouts.list_images(tmp_path)) == pair_up
+  found = layouts.find_side_by_side(tmp_path, 'left')
+  assert (found is None) == pair_up
+  assert len(layouts.find_side_by_side(tmp_path, 'left',
+                                       check_names=False)) == len(names)
+
+
+def test_corrupt_clean_image_in_background_matching(tmp_path):
+  manual = tmp_path / 'manual'
+  for k in (1, 2):
+    save(manual / 'RainTrainH' / f'rain-{k}.png', image(value=k))
+    save(manual / 'RainTrainH' / f'norain-{k}.png', image(value=k))
+  save(manual / 'Rain100H' / 'rain-9.png', image())
+  save(manual / 'Rain100H' / 'norain-9.png', image())
+  (manual / 'RainTrainH' / 'norain-2.png').write_bytes(b'')
+  prepare_fails('rain100h', manual, tmp_path / 'data',
+                manual / 'RainTrainH' / 'norain-2.png', 'corrupt, truncated')

@@ -11,6 +11,7 @@
 """
 from dcsfn_jax.data.catalog import SPECS
 from dcsfn_jax.data.layouts import DatasetLayoutError
+from dcsfn_jax.data.layouts import PrepareError
 from dcsfn_jax.data.preparation import prepare
 from dcsfn_jax.data.preparation import prepare_synthetic
 from dcsfn_jax.data.sources import DatasetNotPreparedError

@@ -72,9 +72,9 @@ class DatasetSpec:
     if self.layouts('side_by_side'):
       forms = ', '.join(l.name for l in self.layouts('side_by_side'))
       notes.append(
-          ('Side-by-side images are taken without --layout only where their '
-           'names do not pair up (rainy_N.png with clean_N.png). '
-           if self.ships_side_by_side else '')
+          ('Side-by-side images are taken only where their names do not pair '
+           'up (rainy_N.png with clean_N.png); ' if self.ships_side_by_side
+           else 'Not distributed side by side; for a copy re-packed that way, ')
           + f'--layout side_by_side reads every split folder as: {forms}.')
     return (f'{self.description}\nDownload: {self.source}\n'
             f'Unpack it and pass its folder as --manual_dir. Splits are looked '
@@ -361,20 +361,27 @@ def _find_pairs(spec: DatasetSpec, folder: pathlib.Path,
   return None
 
 
+def check_layout(name: str, layout: str) -> None:
+  """A PrepareError unless dataset `name` can be read in layout mode
+  `layout`."""
+  if layout not in LAYOUT_MODES:
+    raise PrepareError(f'--layout {layout}: choose one of '
+                       f'{", ".join(LAYOUT_MODES)}.')
+  spec = SPECS[name]
+  if layout == 'side_by_side' and not spec.layouts('side_by_side'):
+    forms = '; '.join(l.name for l in spec.layouts()) or 'none to choose'
+    raise PrepareError(
+        f'--layout side_by_side: {name} has no side-by-side form (its '
+        f'layouts: {forms}); pass --layout auto, and see --instructions.')
+
+
 def discover(name: str, manual_dir: pathlib.Path,
              layout: str = 'auto') -> dict[str, list[Pair]]:
   """{split: pairs} for dataset `name` in `manual_dir`; `layout` is one of
   LAYOUT_MODES (see the module docstring)."""
+  check_layout(name, layout)
   spec = SPECS[name]
   manual_dir = pathlib.Path(manual_dir)
-  if layout not in LAYOUT_MODES:
-    raise PrepareError(f'--layout {layout}: choose one of '
-                       f'{", ".join(LAYOUT_MODES)}.')
-  if layout == 'side_by_side' and not spec.layouts('side_by_side'):
-    raise PrepareError(
-        f'--layout side_by_side: {name} has no side-by-side form (its '
-        f'layouts: {"; ".join(l.name for l in spec.layouts())}); pass '
-        '--layout auto, and see --instructions.')
   instructions = (f'The accepted layouts are below and in --dataset {name} '
                   '--instructions')
   if not manual_dir.is_dir():

@@ -1,14 +1,22 @@
-"""Building prepared datasets: `prepare` (any dataset) and `prepare_synthetic`."""
+"""Building prepared datasets: `prepare` (any dataset) and `prepare_synthetic`.
+
+Problems with the request itself (a data_dir that is a file, a dataset
+already prepared from another folder) raise `layouts.PrepareError`, of which
+the layout and image problems (`DatasetLayoutError`) are a kind.
+"""
 import dataclasses
 import os
 import pathlib
 import shutil
 import tempfile
 
+from absl import logging
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import constants as tfds_constants
 
 from dcsfn_jax.data import tfds_builder
 from dcsfn_jax.data import catalog
+from dcsfn_jax.data.layouts import PrepareError
 
 
 def _default_manual_dir(dataset: str, data_dir) -> pathlib.Path:
@@ -18,29 +26,111 @@ def _default_manual_dir(dataset: str, data_dir) -> pathlib.Path:
 
 
 def summarize(builder: tfds.core.DatasetBuilder) -> dict:
-  """{split: {'pairs', 'min_size', 'max_size'}} of a prepared dataset (H, W)."""
+  """{split: {'examples', 'min_size', 'max_size'}} of a prepared dataset
+  (sizes as H, W)."""
   summary = {}
   for split in builder.info.splits:
     stored = builder.as_data_source(split=split)
     sizes = [(int(stored[i]['height']), int(stored[i]['width']))
              for i in range(len(stored))]
-    summary[split] = {'pairs': len(stored), 'min_size': min(sizes),
-                      'max_size': max(sizes)}
+    summary[split] = {'examples': len(stored),
+                      'min_size': min(sizes, default=(0, 0)),
+                      'max_size': max(sizes, default=(0, 0))}
   return summary
+
+
+def _check_data_dir(data_dir, for_writing: bool) -> None:
+  """A PrepareError if `data_dir`, or the folder it would be made in, is a
+  file, or (`for_writing`) cannot be written to."""
+  if data_dir is None or '://' in os.fspath(data_dir):
+    return
+  path = pathlib.Path(data_dir)
+  folder = next(f for f in (path, *path.parents) if f.exists())
+  if not folder.is_dir():
+    where = 'is a file' if folder == path else (
+        f'cannot be created: {folder} is a file')
+    raise PrepareError(f'--data_dir {path} {where}; pass a folder (it is '
+                       'created if missing).')
+  if for_writing and not os.access(folder, os.W_OK | os.X_OK):
+    raise PrepareError(f'--data_dir {path}: {folder} is not writable; pass '
+                       'a folder you can write to.')
+
+
+def remove_incomplete_builds(builder: tfds.core.DatasetBuilder
+                             ) -> list[pathlib.Path]:
+  """Deletes the `incomplete.*` folders that killed builds of this dataset
+  left in its own folder (data_dir/derain/<dataset>); returns them."""
+  dataset_dir = pathlib.Path(builder.data_dir).parent
+  if not dataset_dir.is_dir():
+    return []
+  removed = []
+  for entry in sorted(dataset_dir.iterdir()):
+    if (entry.name.startswith(tfds_constants.INCOMPLETE_PREFIX)
+        and entry.is_dir() and not entry.is_symlink()):
+      try:
+        shutil.rmtree(entry)
+      except OSError as error:
+        logging.warning('Could not remove %s, left by an interrupted build '
+                        'of %s: %s', entry, builder.builder_config.name, error)
+        continue
+      logging.warning('Removed %s, left by an interrupted build of %s.',
+                      entry, builder.builder_config.name)
+      removed.append(entry)
+  return removed
+
+
+def _describe_source(manual_dir: str | None) -> str:
+  return "scikit-image's photos" if manual_dir is None else manual_dir
+
+
+def source_of(builder: tfds.core.DatasetBuilder) -> str:
+  """The folder a prepared dataset was built from, in words."""
+  record = tfds_builder.prepared_from(builder)
+  if record is None:
+    return 'a folder that was not recorded (an older build)'
+  return _describe_source(record.get('manual_dir'))
+
+
+def _same_folder(first: str | None, second: str | None) -> bool:
+  if first is None or second is None:
+    return first is second
+  return os.path.realpath(first) == os.path.realpath(second)
+
+
+def _check_same_source(builder: tfds_builder.Derain) -> None:
+  """A PrepareError if the prepared dataset came from another folder than
+  the one this build names."""
+  record = tfds_builder.prepared_from(builder)
+  wanted = builder.source_dir()
+  if record is not None and _same_folder(record.get('manual_dir'), wanted):
+    return
+  raise PrepareError(
+      f'{builder.builder_config.name} is already prepared at '
+      f'{builder.data_dir} from {source_of(builder)}; pass --overwrite to '
+      f'rebuild it from {_describe_source(wanted)}.')
 
 
 def prepare(dataset: str, *, manual_dir=None, data_dir=None,
             synthetic_options: tfds_builder.SyntheticOptions | None = None,
-            overwrite: bool = False) -> tfds.core.DatasetBuilder:
+            overwrite: bool = False, layout: str = 'auto'
+            ) -> tfds.core.DatasetBuilder:
   """Builds `dataset` into data_dir; returns its builder.
 
-  Layout problems are found before anything is written; a failure while
-  writing (a corrupt image, a size mismatch) leaves no dataset behind.
+  A dataset already prepared there is reused, unless `overwrite`; if
+  `manual_dir` is given and differs from the recorded one (see
+  `tfds_builder.prepared_from`), that is a PrepareError. Leftovers of killed
+  builds of the dataset are removed first. Layout problems are found before
+  anything is written; a failure while writing (a corrupt image, a size
+  mismatch) leaves no dataset behind. `layout`: see `catalog.LAYOUT_MODES`.
   """
   data_dir = data_dir or None  # '' (a config's unset data_dir): tfds default
   if dataset not in catalog.SPECS:
     raise ValueError(f'Unknown dataset {dataset!r}; choose one of '
                      f'{", ".join(catalog.SPECS)}.')
+  catalog.check_layout(dataset, layout)
+  _check_data_dir(data_dir, for_writing=False)
+  photos_dir = synthetic_options.photos_dir if synthetic_options else None
+  source_named = manual_dir is not None or photos_dir is not None
   if dataset == 'synthetic_rain':
     synthetic_options = synthetic_options or tfds_builder.SyntheticOptions()
     if manual_dir is not None:
@@ -49,12 +139,17 @@ def prepare(dataset: str, *, manual_dir=None, data_dir=None,
   elif manual_dir is None:
     manual_dir = _default_manual_dir(dataset, data_dir)
   builder = tfds_builder.Derain(config=dataset, data_dir=data_dir,
-                            manual_dir=manual_dir,
-                            synthetic_options=synthetic_options)
+                                manual_dir=manual_dir,
+                                synthetic_options=synthetic_options)
   if builder.is_prepared() and not overwrite:
+    if source_named:
+      _check_same_source(builder)
+    remove_incomplete_builds(builder)
     return builder
+  _check_data_dir(data_dir, for_writing=True)
+  remove_incomplete_builds(builder)
   if dataset != 'synthetic_rain':
-    builder.pairs = catalog.discover(dataset, pathlib.Path(manual_dir))
+    builder.pairs = catalog.discover(dataset, pathlib.Path(manual_dir), layout)
   # Folders this build creates; on failure the outermost goes, with all in it.
   version_dir = pathlib.Path(builder.data_dir)
   new_dirs = [d for d in (version_dir.parents[2], version_dir.parents[1],

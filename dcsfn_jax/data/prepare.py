@@ -5,66 +5,109 @@ r"""Writes a deraining dataset as tfds array_record files.
 
 `--manual_dir` is the unpacked download; `--instructions` prints where a
 dataset comes from and which layouts are accepted. synthetic_rain needs no
-download; its `--manual_dir`, if given, is a folder of clean photos. Ends with
-a summary: pairs per split, size range, and where the data went.
+download; its `--manual_dir`, if given, is a folder of clean photos. `~` and
+$VARS are expanded in --manual_dir and --data_dir.
+
+`--layout auto` (the default) reads the layouts --instructions lists, and
+side-by-side images only for the datasets distributed that way, and only
+where the names do not pair up (rainy_N.png with clean_N.png);
+`--layout side_by_side` reads every split folder as side-by-side pairs.
+
+A dataset already in --data_dir is reused if it was built from the same
+--manual_dir (recorded in prepared_from.json in its version folder); from
+another one, the command stops: pass --overwrite to rebuild. Folders left by
+killed builds (<data_dir>/derain/<dataset>/incomplete.*) are removed.
+
+Ends with a summary: pairs (images, for real_rain) per split, size range, and
+where the data went and came from. A failure is one `error:` line on stderr
+naming the file or flag and the fix (sometimes followed by details), exit 1.
 """
+import sys
+
 from absl import app
 from absl import flags
-from dcsfn_jax.data import tfds_builder
-from dcsfn_jax.data import preparation
+import tensorflow_datasets as tfds
+
+from dcsfn_jax import cli
+from dcsfn_jax import paths
 from dcsfn_jax.data import catalog
-from dcsfn_jax.data.layouts import DatasetLayoutError
-
-_DATASET = flags.DEFINE_enum('dataset', 'synthetic_rain', list(catalog.SPECS),
-                             'Dataset (tfds config) to prepare.')
-_MANUAL_DIR = flags.DEFINE_string(
-    'manual_dir', None, 'Folder holding the downloaded files; default '
-    '<data_dir>/downloads/manual/<dataset>. For synthetic_rain: an optional '
-    "folder of clean photos instead of scikit-image's.")
-_DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'Where the tfds dataset is written (default: tfds '
-    'default, ~/tensorflow_datasets or $TFDS_DATA_DIR).')
-_INSTRUCTIONS = flags.DEFINE_bool(
-    'instructions', False, "Print the dataset's download instructions and "
-    'accepted layouts, then exit.')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False,
-                               'Rebuild even if the dataset already exists.')
-_MAX_SIZE = flags.DEFINE_integer('max_size', tfds_builder.SyntheticOptions.max_size,
-                                 'synthetic_rain: longer photo side, px.')
-_NUM_TRAIN = flags.DEFINE_integer('num_train',
-                                  tfds_builder.SyntheticOptions.num_train,
-                                  'synthetic_rain: train pairs.')
-_NUM_TEST = flags.DEFINE_integer('num_test', tfds_builder.SyntheticOptions.num_test,
-                                 'synthetic_rain: test pairs.')
-_SEED = flags.DEFINE_integer('seed', tfds_builder.SyntheticOptions.seed,
-                             'synthetic_rain: seed of the streaks.')
+from dcsfn_jax.data import preparation
+from dcsfn_jax.data import tfds_builder
+from dcsfn_jax.data.layouts import PrepareError
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if _INSTRUCTIONS.value:
-    print(catalog.SPECS[_DATASET.value].instructions)
-    return
-  options = tfds_builder.SyntheticOptions(
-      max_size=_MAX_SIZE.value, num_train=_NUM_TRAIN.value,
-      num_test=_NUM_TEST.value, seed=_SEED.value)
-  try:
-    builder = preparation.prepare(_DATASET.value, manual_dir=_MANUAL_DIR.value,
-                      data_dir=_DATA_DIR.value, synthetic_options=options,
-                      overwrite=_OVERWRITE.value)
-  except DatasetLayoutError as error:
-    raise SystemExit(f'error: {error}') from error
-  print(f'\n{_DATASET.value} is in {builder.data_dir}')
+def _define_flags():
+  defaults = tfds_builder.SyntheticOptions()
+  shipped = ', '.join(name for name, spec in catalog.SPECS.items()
+                      if spec.ships_side_by_side)
+  flags.DEFINE_enum('dataset', 'synthetic_rain', list(catalog.SPECS),
+                    'Dataset (tfds config) to prepare.')
+  flags.DEFINE_string(
+      'manual_dir', None, 'Folder holding the downloaded files; default '
+      '<data_dir>/downloads/manual/<dataset>. For synthetic_rain: an optional '
+      "folder of clean photos instead of scikit-image's.")
+  flags.DEFINE_string(
+      'data_dir', None, 'Where the tfds dataset is written (default: tfds '
+      'default, ~/tensorflow_datasets or $TFDS_DATA_DIR).')
+  flags.DEFINE_enum(
+      'layout', 'auto', catalog.LAYOUT_MODES,
+      'How split folders are read. auto: the layouts --instructions lists; '
+      f'side-by-side images only for {shipped} (distributed that way), and '
+      'not where names pair up (rainy_N.png with clean_N.png). side_by_side: '
+      'every split folder holds side-by-side pairs, the clean half on the '
+      "dataset's side (see --instructions).")
+  flags.DEFINE_bool(
+      'instructions', False, "Print the dataset's download instructions and "
+      'accepted layouts, then exit.')
+  flags.DEFINE_bool(
+      'overwrite', False, 'Rebuild even if the dataset already exists '
+      '(needed to rebuild it from another --manual_dir).')
+  flags.DEFINE_integer('max_size', defaults.max_size,
+                       'synthetic_rain: longer photo side, px (>= 1).')
+  flags.DEFINE_integer('num_train', defaults.num_train,
+                       'synthetic_rain: train pairs (>= 1).')
+  flags.DEFINE_integer('num_test', defaults.num_test,
+                       'synthetic_rain: test pairs (>= 1).')
+  flags.DEFINE_integer('seed', defaults.seed,
+                       'synthetic_rain: seed of the streaks (>= 0).')
+
+
+def _print_summary(builder) -> None:
+  dataset = builder.builder_config.name
+  unit = 'pairs' if catalog.SPECS[dataset].paired else 'images'
+  print(f'\n{dataset} is in {builder.data_dir}, made from '
+        f'{preparation.source_of(builder)}')
   for split, stats in preparation.summarize(builder).items():
     (min_h, min_w), (max_h, max_w) = stats['min_size'], stats['max_size']
-    print(f'  {split:>10}: {stats["pairs"]:6d} pairs, sizes (H x W) from '
+    print(f'  {split:>10}: {stats["examples"]:6d} {unit}, sizes (H x W) from '
           f'{min_h}x{min_w} to {max_h}x{max_w}')
-    if split == 'train_1254' and stats['pairs'] != 1254:
-      print(f'  note: train_1254 has {stats["pairs"]} pairs, not 1254; see '
+    if split == 'train_1254' and stats['examples'] != 1254:
+      print(f'  note: train_1254 has {stats["examples"]} pairs, not 1254; see '
             'the train_1254 notes of --instructions and add '
             'train_1254.txt to the manual folder to fix the split.')
 
 
+def main(argv):
+  del argv  # cli.flags_parser refuses stray arguments
+  f = flags.FLAGS
+  if f.instructions:
+    print(catalog.SPECS[f.dataset].instructions)
+    return
+  if not sys.stderr.isatty():  # no carriage-return bars in logs
+    tfds.disable_progress_bar()
+  try:
+    options = tfds_builder.SyntheticOptions(
+        max_size=f.max_size, num_train=f.num_train, num_test=f.num_test,
+        seed=f.seed)
+    builder = preparation.prepare(
+        f.dataset, manual_dir=paths.expand(f.manual_dir),
+        data_dir=paths.expand(f.data_dir), synthetic_options=options,
+        overwrite=f.overwrite, layout=f.layout)
+  except PrepareError as error:
+    raise SystemExit(f'error: {error}') from error
+  _print_summary(builder)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  _define_flags()
+  app.run(main, flags_parser=cli.flags_parser())

@@ -65,7 +65,7 @@ class SyntheticOptions:
       if value < least:
         raise PrepareError(
             f'--{field}={value} is out of range: synthetic_rain needs '
-            f'{field} >= {least}; pass --{field} {max(least, 1)} or more.')
+            f'{field} >= {least}; pass --{field} {least} or more.')
 
 
 def skimage_photo_dir() -> pathlib.Path:

@@ -45,8 +45,13 @@ class Result:
 
 
 def load_model(workdir=None, torch_checkpoint=None, preset='official',
-               prefer='latest'):
-  """(params, model_config) from a project checkpoint or PyTorch weights."""
+               prefer='latest', notes=None):
+  """(params, model_config) from a project checkpoint or PyTorch weights.
+
+  notes: a list that gets a line for each assumption made (weights that
+  record no model config are taken as the authors' BGR release), for the
+  caller to show.
+  """
   if (workdir is None) == (torch_checkpoint is None):
     raise ValueError('Pass exactly one of --workdir and --torch-checkpoint.')
   if workdir is not None:
@@ -61,14 +66,19 @@ def load_model(workdir=None, torch_checkpoint=None, preset='official',
   state_dict, model_config = torch_files.read_torch_weights(torch_checkpoint)
   if model_config is None:
     model_config = torch_files.released_model_config(preset)
-    logging.warning('%s records no model config: assuming the authors\' '
-                    'release, preset %r on BGR images.', torch_checkpoint,
-                    preset)
+    note = (f'{torch_checkpoint}: channel_order=\'bgr\' '
+            f'({torch_files.released_assumption(preset)}).')
+    logging.warning('%s', note)
+    if notes is not None:
+      notes.append(note)
+    fits = f'does not fit the {preset!r} preset (pass --preset?)'
+  else:
+    fits = 'does not fit the model config it records'
   try:
+    models.validate(model_config)
     params = convert.from_torch_state_dict(state_dict, model_config)
-  except ValueError as error:
-    raise ValueError(f'{torch_checkpoint} does not fit the {preset!r} preset: '
-                     f'{error}') from None
+  except (ValueError, KeyError, TypeError) as error:
+    raise ValueError(f'{torch_checkpoint} {fits}: {error}') from None
   return params, model_config
 
 
@@ -135,6 +145,14 @@ def list_inputs(path):
   raise FileNotFoundError(f'--input {path}: no such file or folder.')
 
 
+def _png_name(name):
+  """images.output_name, or 'photo.png' for a name with no usable stem."""
+  try:
+    return images.output_name(name)
+  except ValueError:
+    return 'photo.png'
+
+
 def output_names(input_paths):
   """A distinct output PNG name for every input, for any set of names.
 
@@ -143,15 +161,17 @@ def output_names(input_paths):
   x_jpg.png), then by a count, never reusing a name another input has. Names
   are compared ignoring case, as on macOS and Windows file systems.
   """
-  plain = [images.output_name(os.path.basename(p)) for p in input_paths]
+  bases = [os.path.basename(os.fspath(p)) for p in input_paths]
+  plain = [_png_name(base) for base in bases]
   counts = {}
   for name in plain:
     counts[name.lower()] = counts.get(name.lower(), 0) + 1
+  # Names used as they are; a renamed input never takes one of these.
   taken = {name.lower() for name in plain if counts[name.lower()] == 1}
   names = []
-  for path, name in zip(input_paths, plain):
+  for base, name in zip(bases, plain):
     if counts[name.lower()] > 1:
-      candidate = images.output_name(os.path.basename(path).replace('.', '_'))
+      candidate = _png_name(base.replace('.', '_'))
       stem, number = candidate[:-len('.png')], 1
       while candidate.lower() in taken:
         number += 1
@@ -193,20 +213,47 @@ def check_output_location(input_path, output_dir):
                           f'{existing} is not a writable folder.')
 
 
+def _identity(path):
+  """(device, inode) of an existing file, else None."""
+  try:
+    stat = os.stat(path)
+  except OSError:
+    return None
+  return stat.st_dev, stat.st_ino
+
+
 def _refusal(target, inputs, overwrite):
-  """Why `target` may not be written, or ''."""
-  if _real(target) in inputs:
+  """Why `target` may not be written, or ''. inputs: the real paths and
+  (device, inode) pairs of this run's inputs."""
+  if _real(target) in inputs or _identity(target) in inputs:
     return (f'{target} is an input of this run; it is never written over. '
             'Choose another --output.')
-  if not os.path.exists(target):
+  if not os.path.lexists(target):
     return ''
   if not overwrite:
     return f'{target} exists; pass --overwrite to replace it.'
-  if not images.is_our_output(target):
+  if os.path.islink(target) or not images.is_our_output(target):
     return (f'{target} exists and was not written by dcsfn_jax; --overwrite '
             'replaces only earlier outputs. Move it or choose another '
             '--output.')
   return ''
+
+
+def _write_outputs(result, targets, photo, derained):
+  """Writes the derained PNG (and the panel when targets has two paths); a
+  failure becomes result.error."""
+  target = targets[0]
+  try:
+    os.makedirs(os.path.dirname(target) or '.', exist_ok=True)
+    images.write_png(target, derained)
+    if len(targets) > 1:
+      target = targets[1]
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      images.write_png(target, images.panel([photo, derained],
+                                            ['input', 'derained']))
+  except OSError as error:
+    result.error = (f'{result.path}: cannot write {target} '
+                    f'({error.strerror or error}); check --output.')
 
 
 def derain_files(derainer, input_paths, output_dir, *, panels=False,
@@ -218,7 +265,9 @@ def derain_files(derainer, input_paths, output_dir, *, panels=False,
     list of Result, one per path, in order; a Result with `error` was not
     written.
   """
-  inputs = {_real(path) for path in input_paths}
+  output_dir = os.fspath(output_dir)
+  inputs = ({_real(path) for path in input_paths}
+            | {_identity(path) for path in input_paths}) - {None}
   results = []
   for path, name in tqdm.tqdm(list(zip(input_paths,
                                        output_names(input_paths))),
@@ -249,12 +298,9 @@ def derain_files(derainer, input_paths, output_dir, *, panels=False,
                       'padded by reflection and cropped back.', path, width,
                       height, derainer.granule)
     derained = metrics.to_uint8(derainer(photo))
-    os.makedirs(output_dir, exist_ok=True)
-    images.write_png(result.output, derained)
-    if panels:
-      os.makedirs(os.path.dirname(targets[1]), exist_ok=True)
-      images.write_png(targets[1], images.panel([photo, derained],
-                                                ['input', 'derained']))
+    _write_outputs(result, targets, photo, derained)
+    if result.error:
+      continue
     if with_niqe and min(photo.shape[:2]) >= niqe.BLOCK_SIZE:
       result.niqe_input = niqe.niqe(photo)
       result.niqe_output = niqe.niqe(derained)

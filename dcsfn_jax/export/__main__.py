@@ -19,6 +19,7 @@ import sys
 from absl import app
 from absl import flags
 
+from dcsfn_jax import cli
 from dcsfn_jax.export import torch_files
 
 
@@ -34,8 +35,7 @@ def _define_flags():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
   try:
     summary = torch_files.export_checkpoint(f.workdir, f.output, f.prefer,
@@ -49,4 +49,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser())

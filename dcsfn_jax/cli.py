@@ -1,0 +1,51 @@
+"""What every `python -m dcsfn_jax...` command shares at its flag boundary.
+
+--help (and -h, -?, --helpshort, --helpfull) print the flags and exit 0; a
+bad flag, an unexpected argument or a config file that fails to load is one
+`error:` line, never a traceback.
+"""
+import sys
+
+from absl import app
+from absl import flags
+
+# absl's help flags exit 1; here they exit 0. Value: short help.
+_HELP_FLAGS = {'help': True, 'helpshort': True, '?': True, 'h': True,
+               'helpfull': False}
+
+
+def _one_line(error):
+  text = str(error).strip()
+  # A config file's own exception arrives with its traceback as text.
+  if 'Traceback' in text:
+    return text.splitlines()[-1]
+  return ' '.join(text.split())
+
+
+def flags_parser(explain=None):
+  """A `flags_parser` for `app.run`.
+
+  Args:
+    explain: optional (argv, error) -> a better message or None, for errors
+      only the command can explain (e.g. a misspelt --config field).
+  """
+
+  def parse(argv):
+    for arg in argv[1:]:
+      if arg == '--':
+        break
+      if arg.startswith('-') and arg.lstrip('-') in _HELP_FLAGS:
+        app.usage(shorthelp=_HELP_FLAGS[arg.lstrip('-')],
+                  writeto_stdout=True)
+        sys.exit(0)
+    try:
+      remaining = flags.FLAGS(argv)
+    except Exception as error:  # pylint: disable=broad-except
+      message = (explain and explain(argv, error)) or _one_line(error)
+      sys.exit(f'error: {message} (--help lists the flags)')
+    if len(remaining) > 1:
+      sys.exit(f'error: unexpected arguments {" ".join(remaining[1:])}; '
+               'flags take the form --name=value (--help lists them).')
+    return remaining
+
+  return parse
