@@ -8,16 +8,10 @@ photos) in --config.data_dir (default: tfds' ~/tensorflow_datasets), trains
 1000 steps, evaluates on the 8 held-out test photos at full size and writes
 panels (rainy | derained | clean) to WORKDIR/panels/.
 
-Measured (2026-11-25, AMD EPYC, 2 CPU cores, otherwise idle): on a fresh
-clone with an empty TFDS_DATA_DIR, `pip install -e .` plus this command took
-2 min 50 s wall (data preparation included; XLA on 2 host devices, one per
-core, the default since the performance work; 2 min 41 s on 1 device
-before it). Official protocol, 8 test photos: derained 24.86 dB PSNR /
-0.784 SSIM against rainy inputs 20.47 dB / 0.650, a gain of +4.39 dB (on 1
-device: 24.91 dB / 0.785; the batch split changes float summation order).
-An earlier run of the same config (before the host-side initialisation, on
-2 cores shared with other jobs) took 4 min 47 s and reached 25.18 dB /
-0.820 (+4.71 dB); docs/demo_panel.png is one panel from that run.
+Expected: official protocol on the 8 test photos at native sizes, about 25.0 dB
+PSNR / 0.81 SSIM against 20.47 dB / 0.650 for the rainy inputs (+4.5 dB), in
+about 3 minutes on 2 CPU cores including building the dataset (dated runs:
+benchmarks/RESULTS.md).
 
 Departures from the released recipe, to fit a few CPU minutes: a smaller
 network (16 channels, 2 blocks per encoder/decoder, 2 ICB scales, one conv

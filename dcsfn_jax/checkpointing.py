@@ -1,7 +1,8 @@
 """A thin orbax wrapper: training checkpoints and standalone inference ones.
 
 Layouts (every directory below is one orbax composite checkpoint):
-  WORKDIR/checkpoints/STEP/   items 'params', 'train_state' (step, rng,
+  WORKDIR/checkpoints/STEP/   items 'params', 'ema_params' (with
+                              config.ema_decay > 0), 'train_state' (step,
                               opt_state), 'data_iterator' (JSON), 'config'
                               (JSON); written by `make_manager` + `save`.
   PRETRAINED_DIR/             items 'params' and 'config'; written by
@@ -28,6 +29,10 @@ CHECKPOINTS_SUBDIR = 'checkpoints'
 BEST_METRIC = 'psnr'
 
 _PARAMS = 'params'
+_EMA_PARAMS = 'ema_params'
+# What `load_pretrained(weights=...)` can pick: the optimiser's parameters or
+# their exponential moving average (when the run kept one).
+WEIGHTS = ('raw', 'ema')
 _TRAIN_STATE = 'train_state'
 _DATA_ITERATOR = 'data_iterator'
 _CONFIG = 'config'
@@ -112,7 +117,7 @@ def config_to_dict(config):
 
 
 def save(manager, step, *, params, train_state, data_state, config,
-         metrics=None):
+         metrics=None, ema_params=None):
   """Saves one training step (asynchronously when the manager is async).
 
   Args:
@@ -120,48 +125,55 @@ def save(manager, step, *, params, train_state, data_state, config,
     step: number of optimiser updates applied to `params`.
     params: parameter pytree (jax.Arrays, any sharding).
     train_state: pytree of arrays with everything else needed to resume
-      (optimiser state, step, RNG key data).
+      (optimiser state, step).
     data_state: JSON-able state of the input pipeline (`get_state()`).
     config: the full training ConfigDict.
     metrics: e.g. {'psnr': 27.1} at eval steps; ranks the best checkpoint.
+    ema_params: the parameters' moving average, if the run keeps one.
 
   Returns:
     Whether a checkpoint was started.
   """
-  return manager.save(
-      step,
-      args=ocp.args.Composite(**{
-          _PARAMS: ocp.args.StandardSave(params),
-          _TRAIN_STATE: ocp.args.StandardSave(train_state),
-          _DATA_ITERATOR: ocp.args.JsonSave(data_state),
-          _CONFIG: ocp.args.JsonSave(config_to_dict(config)),
-      }),
-      metrics=metrics)
+  items = {
+      _PARAMS: ocp.args.StandardSave(params),
+      _TRAIN_STATE: ocp.args.StandardSave(train_state),
+      _DATA_ITERATOR: ocp.args.JsonSave(data_state),
+      _CONFIG: ocp.args.JsonSave(config_to_dict(config)),
+  }
+  if ema_params is not None:
+    items[_EMA_PARAMS] = ocp.args.StandardSave(ema_params)
+  return manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
 
 
-def restore(manager, step, *, abstract_params, abstract_train_state):
+def restore(manager, step, *, abstract_params, abstract_train_state,
+            abstract_ema_params=None):
   """Restores a step saved by `save` onto the shardings of the targets.
 
   Args:
     manager: from `make_manager`.
     step: a step in `manager.all_steps()`.
-    abstract_params, abstract_train_state: pytrees of jax.ShapeDtypeStruct
-      with the shardings wanted now (any device count).
+    abstract_params, abstract_train_state, abstract_ema_params: pytrees of
+      jax.ShapeDtypeStruct with the shardings wanted now (any device count);
+      abstract_ema_params None for a run without a moving average.
 
   Returns:
-    dict with 'params', 'train_state', 'data_state' and 'config' (ConfigDict,
-    model config completed as in `load_pretrained`).
+    dict with 'params', 'ema_params' (or None), 'train_state', 'data_state'
+    and 'config' (ConfigDict, model config completed as in
+    `load_pretrained`).
   """
-  restored = manager.restore(
-      step,
-      args=ocp.args.Composite(**{
-          _PARAMS: ocp.args.StandardRestore(abstract_params),
-          _TRAIN_STATE: ocp.args.StandardRestore(abstract_train_state),
-          _DATA_ITERATOR: ocp.args.JsonRestore(),
-          _CONFIG: ocp.args.JsonRestore(),
-      }))
+  items = {
+      _PARAMS: ocp.args.StandardRestore(abstract_params),
+      _TRAIN_STATE: ocp.args.StandardRestore(abstract_train_state),
+      _DATA_ITERATOR: ocp.args.JsonRestore(),
+      _CONFIG: ocp.args.JsonRestore(),
+  }
+  if abstract_ema_params is not None:
+    items[_EMA_PARAMS] = ocp.args.StandardRestore(abstract_ema_params)
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
   return {
       'params': restored[_PARAMS],
+      'ema_params': (restored[_EMA_PARAMS] if abstract_ema_params is not None
+                     else None),
       'train_state': restored[_TRAIN_STATE],
       'data_state': restored[_DATA_ITERATOR],
       'config': _complete_config(restored[_CONFIG],
@@ -227,12 +239,21 @@ def resolve(path, prefer='latest'):
   return str(steps_dir / str(step))
 
 
-def load_pretrained(path, prefer='latest'):
+def weights_available(path, prefer='latest'):
+  """WEIGHTS the checkpoint at `path` holds: ('raw',) or ('raw', 'ema')."""
+  directory = as_path(resolve(path, prefer))
+  return WEIGHTS if (directory / _EMA_PARAMS).is_dir() else WEIGHTS[:1]
+
+
+def load_pretrained(path, prefer='latest', weights='raw'):
   """Loads parameters and config from any checkpoint this project writes.
 
   Args:
     path: see `resolve`.
     prefer: 'latest' or 'best' for a workdir.
+    weights: 'raw' (the optimiser's parameters) or 'ema' (their moving
+      average; the raw parameters where the checkpoint has none — see
+      `weights_available`).
 
   Returns:
     (params, config): params as a pytree of host numpy arrays (place them with
@@ -240,17 +261,20 @@ def load_pretrained(path, prefer='latest'):
     ConfigDict saved with them (`config.model` is the model config, with
     fields added since it was saved filled from the closest preset).
   """
+  if weights not in WEIGHTS:
+    raise ValueError(f'weights={weights!r} must be one of {WEIGHTS}.')
   directory = as_path(resolve(path, prefer))
+  item = (_EMA_PARAMS if weights == 'ema' and (directory / _EMA_PARAMS).is_dir()
+          else _PARAMS)
   with ocp.StandardCheckpointer() as reader:
-    params_metadata = reader.metadata(
-        directory / _PARAMS).item_metadata.tree
+    params_metadata = reader.metadata(directory / item).item_metadata.tree
   restore_args = jax.tree.map(
       lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_metadata)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
     restored = checkpointer.restore(
         directory,
         args=ocp.args.Composite(**{
-            _PARAMS: ocp.args.PyTreeRestore(restore_args=restore_args),
+            item: ocp.args.PyTreeRestore(restore_args=restore_args),
             _CONFIG: ocp.args.JsonRestore(),
         }))
-  return restored[_PARAMS], _complete_config(restored[_CONFIG], directory)
+  return restored[item], _complete_config(restored[_CONFIG], directory)

@@ -18,6 +18,7 @@ non-zero. OUT may not be, lie inside or contain the input folder; existing
 outputs are replaced only with --overwrite, and only if this project wrote
 them.
 """
+import os
 import sys
 
 from absl import app
@@ -86,21 +87,34 @@ def main(argv):
     derainer.check_output_location(f.input, output)
     if f.niqe:
       derainer.check_niqe_csv(output, f.overwrite)
+    notes = []
     params, model_config = derainer.load_model(
-        f.workdir, f.torch_checkpoint, f.preset, f.prefer)
+        f.workdir, f.torch_checkpoint, f.preset, f.prefer, notes=notes)
     model = derainer.Derainer(params, model_config, tile=f.tile,
                               overlap=f.tile_overlap,
                               batch_size=f.batch_size, bucket=f.bucket)
   except (ValueError, OSError, ImportError) as error:
     sys.exit(f'error: {error}')
+  for note in notes:  # e.g. the channel order assumed for released weights
+    print(f'note: {note}')
   results = derainer.derain_files(
       model, inputs, output, panels=f.panels, with_niqe=f.niqe,
-      overwrite=f.overwrite, max_pixels=f.max_pixels)
+      overwrite=f.overwrite, max_pixels=f.max_pixels,
+      progress=sys.stderr.isatty())  # no bars in captured logs
   if f.niqe and any(not r.error for r in results):
-    derainer.write_niqe_csv(output, results)
+    try:
+      derainer.write_niqe_csv(output, results)
+    except OSError as error:
+      sys.exit(f'error: cannot write {derainer.NIQE_CSV} in {output} '
+               f'({error.strerror or error}).')
   print('\n'.join(derainer.summarise(results, f.niqe)))
-  if any(r.error for r in results):
-    sys.exit(1)
+  failed = [os.path.basename(r.path) for r in results if r.error]
+  if failed:
+    shown = ', '.join(failed[:3]) + (f' and {len(failed) - 3} more'
+                                     if len(failed) > 3 else '')
+    sys.exit(f'error: {len(failed)} of {len(results)} file(s) not derained '
+             f'({shown}); the summary above says why and what to do for '
+             'each.')
 
 
 if __name__ == '__main__':

@@ -71,7 +71,8 @@ def main(argv):
         f.workdir, dataset=f.dataset, split=f.split, data_dir=f.data_dir,
         protocols=f.protocol, bucket=f.bucket, output_dir=f.output,
         prefer=f.prefer, batch_size=f.batch_size, panels=f.panels,
-        limit=f.limit, overwrite=f.overwrite)
+        limit=f.limit, overwrite=f.overwrite,
+        progress=sys.stderr.isatty())  # no bars in captured logs
   except (ValueError, OSError) as error:
     sys.exit(f'error: {error}')
   print(report.markdown_table(summary,

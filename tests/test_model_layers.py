@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dcsfn_jax.models import cpu_conv
 from dcsfn_jax.models import layers
 
 # Sizes met at test resolutions (481x321 floors to 240/160/120/80/60/40...),
@@ -74,7 +75,8 @@ def test_max_pool_matches_torch_and_floors_odd_sizes(factor):
 
 
 def test_conv_init_follows_torch_default_bounds():
-  conv = layers.conv3x3(8, in_features=20, name='probe', groups=4)
+  conv = layers.conv3x3(8, in_features=20, name='probe', groups=4,
+                        conv_impl='xla')
   variables = conv.init(jax.random.key(0), jnp.zeros((1, 4, 4, 20)))['params']
   bound = 1 / np.sqrt(20 // 4 * 9)
   assert variables['kernel'].shape == (3, 3, 5, 8)
@@ -86,7 +88,7 @@ def test_conv_init_follows_torch_default_bounds():
 
 @pytest.mark.parametrize('kernel_size,groups,shape', [
     (3, 1, (2, 7, 9, 8)), (3, 4, (2, 7, 9, 8)), (1, 1, (2, 7, 9, 8)),
-    # Over layers._WEIGHT_GRAD_TILE output positions: the weight gradient is
+    # Over cpu_conv.WEIGHT_GRAD_TILE output positions: the weight gradient is
     # summed over row x image tiles, with a partial last tile of each.
     (3, 1, (5, 37, 23, 8)), (3, 4, (6, 64, 20, 8)), (5, 1, (3, 45, 40, 8))])
 def test_cpu_conv_value_and_gradients_equal_lax_conv(kernel_size, groups,
@@ -99,7 +101,7 @@ def test_cpu_conv_value_and_gradients_equal_lax_conv(kernel_size, groups,
   cotangent = jnp.asarray(rng.randn(*shape[:3], 12).astype(np.float32))
 
   def loss(conv_fn, x, kernel):
-    y = conv_fn(x, kernel, (1, 1), pad, dimension_numbers=layers._NHWC,
+    y = conv_fn(x, kernel, (1, 1), pad, dimension_numbers=cpu_conv.NHWC,
                 feature_group_count=groups)
     return jnp.sum(y * cotangent)
 
@@ -107,8 +109,9 @@ def test_cpu_conv_value_and_gradients_equal_lax_conv(kernel_size, groups,
     expected = jax.value_and_grad(
         functools.partial(loss, jax.lax.conv_general_dilated),
         argnums=(0, 1))(x, kernel)
-    actual = jax.value_and_grad(functools.partial(loss, layers.cpu_conv),
-                                argnums=(0, 1))(x, kernel)
+    actual = jax.value_and_grad(
+        functools.partial(loss, cpu_conv.conv_general_dilated),
+        argnums=(0, 1))(x, kernel)
   for name, a, e in zip(('value', 'grad_x', 'grad_kernel'),
                         jax.tree.leaves(actual), jax.tree.leaves(expected)):
     scale = np.abs(e).max()
@@ -120,11 +123,11 @@ def test_large_weight_gradients_are_tiled():
   """The tiled path really runs: one conv per tile in the backward graph."""
   x = jnp.zeros((6, 64, 20, 8))
   kernel = jnp.zeros((3, 3, 8, 8))
-  grad = jax.grad(lambda k: jnp.sum(layers.cpu_conv(
+  grad = jax.grad(lambda k: jnp.sum(cpu_conv.conv_general_dilated(
       x, k, (1, 1), ((1, 1), (1, 1)))))
   hlo = jax.jit(grad).lower(kernel).as_text()
-  rows = layers._WEIGHT_GRAD_TILE // (20 * layers._WEIGHT_GRAD_TILE_IMAGES)
-  tiles = -(-64 // rows) * -(-6 // layers._WEIGHT_GRAD_TILE_IMAGES)
+  rows = cpu_conv.WEIGHT_GRAD_TILE // (20 * cpu_conv.WEIGHT_GRAD_TILE_IMAGES)
+  tiles = -(-64 // rows) * -(-6 // cpu_conv.WEIGHT_GRAD_TILE_IMAGES)
   assert tiles > 1
   # Only the weight gradient is asked for: the other convs are pruned.
   assert hlo.count('convolution(') == tiles, hlo.count('convolution(')

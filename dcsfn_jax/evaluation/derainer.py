@@ -113,17 +113,19 @@ class Derainer:
   def __call__(self, photo):
     """uint8 [H, W, 3] RGB -> derained float32 [H, W, 3] (unclipped)."""
     height, width = photo.shape[:2]
-    rainy = metrics.to_float(photo)
     if self.tile is not None and max(height, width) > self.tile:
+      # Padded as uint8 and converted tile by tile: host memory stays near
+      # one float32 copy of the photo (the blended output).
       padded = inference.pad_image(
-          rainy, -(-height // self.granule) * self.granule,
+          np.asarray(photo, np.uint8),
+          -(-height // self.granule) * self.granule,
           -(-width // self.granule) * self.granule)
       derained = inference.derain_tiled(self.runner, self._params, padded,
                                         self.tile, self.overlap, self.granule)
     else:
       shape = inference.bucket_shape(height, width, self.granule,
                                      bucket=self.bucket)
-      padded = inference.pad_image(rainy, *shape)
+      padded = inference.pad_image(metrics.to_float(photo), *shape)
       derained = self.runner(self._params,
                              {'rainy': padded[None]})['derained'][0]
     return derained[:height, :width]
@@ -239,6 +241,14 @@ def _refusal(target, inputs, overwrite):
   return ''
 
 
+def _to_uint8(image, rows=256):
+  """metrics.to_uint8 a few rows at a time (bounded temporaries)."""
+  pixels = np.empty(image.shape, np.uint8)
+  for top in range(0, image.shape[0], rows):
+    pixels[top:top + rows] = metrics.to_uint8(image[top:top + rows])
+  return pixels
+
+
 def _write_outputs(result, targets, photo, derained):
   """Writes the derained PNG (and the panel when targets has two paths); a
   failure becomes result.error."""
@@ -297,7 +307,7 @@ def derain_files(derainer, input_paths, output_dir, *, panels=False,
       logging.warning('%s: %dx%d is below the network\'s %d px minimum; it is '
                       'padded by reflection and cropped back.', path, width,
                       height, derainer.granule)
-    derained = metrics.to_uint8(derainer(photo))
+    derained = _to_uint8(derainer(photo))
     _write_outputs(result, targets, photo, derained)
     if result.error:
       continue

@@ -241,10 +241,27 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
   Returns:
     The summary dict (also written to output_dir/summary.json).
   """
+  def check_output(output_dir):
+    """Raises OSError for an --output evaluate may not write into."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+      raise NotADirectoryError(f'--output {output_dir} is a file; choose a '
+                               'folder.')
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+      raise FileExistsError(f'{output_dir} is not empty; pass --overwrite or '
+                            'choose another --output.')
+    existing = output_dir
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing) or '.'
+    if not os.path.isdir(existing):
+      raise NotADirectoryError(f'--output {output_dir} cannot be created: '
+                               f'{existing} is a file, not a folder.')
+
   protocols = metrics.check_protocols(protocols)
   if limit is not None and (isinstance(limit, bool) or limit < 1):
     raise ValueError(f'--limit={limit} must be a positive number of images '
                      '(leave it out to evaluate them all).')
+  if output_dir:  # checked before the (slow) checkpoint load
+    check_output(paths.expand(output_dir))
   workdir = paths.expand(workdir)
   checkpoint = checkpointing.resolve(workdir, prefer=prefer)
   params, config = checkpointing.load_pretrained(checkpoint)
@@ -255,16 +272,15 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
     raise ValueError(f'{checkpoint} records no dataset; pass --dataset.')
   output_dir = paths.expand(output_dir) or default_output_dir(
       workdir, checkpoint, dataset, split)
-  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise NotADirectoryError(f'--output {output_dir} is a file; choose a '
-                             'folder.')
-  if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-    raise FileExistsError(f'{output_dir} is not empty; pass --overwrite or '
-                          'choose another --output.')
+  check_output(output_dir)
   source = data.load_split(dataset, split, data_dir)
   examples = source if limit is None else sources.first(source, limit)
 
-  created = not os.path.exists(output_dir)
+  # The outermost folder this call creates, removed again on failure.
+  created = os.path.abspath(output_dir)
+  while not os.path.exists(os.path.dirname(created)):
+    created = os.path.dirname(created)
+  created = None if os.path.exists(created) else created
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as error:
@@ -290,6 +306,6 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
                         f'{dataset}/{split}, checkpoint {checkpoint}')
   except BaseException:
     if created:
-      shutil.rmtree(output_dir, ignore_errors=True)
+      shutil.rmtree(created, ignore_errors=True)
     raise
   return summary

@@ -182,24 +182,39 @@ def blend_window(tile, overlap):
 
 
 def derain_tiled(runner, params, rainy, tile, overlap, granule):
-  """Derains float [H, W, 3] (H, W multiples of granule) in overlapping
+  """Derains [H, W, 3] (H, W multiples of granule) in overlapping
   tile x tile pieces with `runner` (of `forward_fn`) and placed `params`,
-  batched over devices; returns float32 [H, W, 3]."""
+  batched over devices; returns float32 [H, W, 3].
+
+  rainy: float in [0, 1], or uint8, which is converted tile by tile (no
+  float copy of the whole photo). Host memory beyond `rainy` is one float32
+  image: the blend weights are separable, so their sums are 1-D.
+  """
   height, width = rainy.shape[:2]
   tile_h, tile_w = min(tile, height), min(tile, width)
-  boxes = [(top, left) for top in tile_origins(height, tile_h, overlap,
-                                               granule)
-           for left in tile_origins(width, tile_w, overlap, granule)]
-  weights = (blend_window(tile_h, overlap)[:, None, None]
-             * blend_window(tile_w, overlap)[None, :, None])
-  total = np.zeros((height, width, 3), np.float64)
-  weight_sum = np.zeros((height, width, 1), np.float64)
+  tops = tile_origins(height, tile_h, overlap, granule)
+  lefts = tile_origins(width, tile_w, overlap, granule)
+  boxes = [(top, left) for top in tops for left in lefts]
+  window_h, window_w = blend_window(tile_h, overlap), blend_window(tile_w,
+                                                                  overlap)
+  weights = window_h[:, None, None] * window_w[None, :, None]
+  # Every row of tiles spans every column: the weight sum is an outer
+  # product of per-axis sums.
+  sum_h, sum_w = np.zeros(height, np.float64), np.zeros(width, np.float64)
+  for top in tops:
+    sum_h[top:top + tile_h] += window_h
+  for left in lefts:
+    sum_w[left:left + tile_w] += window_w
+  total = np.zeros((height, width, 3), np.float32)
   for start in range(0, len(boxes), runner.batch_size):
     chunk = boxes[start:start + runner.batch_size]
     tiles = np.stack([rainy[top:top + tile_h, left:left + tile_w]
                       for top, left in chunk])
+    if tiles.dtype == np.uint8:
+      tiles = tiles.astype(np.float32) / 255.0
     outputs = runner(params, {'rainy': tiles})['derained']
     for (top, left), output in zip(chunk, outputs):
       total[top:top + tile_h, left:left + tile_w] += weights * output
-      weight_sum[top:top + tile_h, left:left + tile_w] += weights
-  return (total / weight_sum).astype(np.float32)
+  total /= sum_h.astype(np.float32)[:, None, None]
+  total /= sum_w.astype(np.float32)[None, :, None]
+  return total

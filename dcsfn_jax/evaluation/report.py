@@ -2,11 +2,17 @@
 
   per_image.csv   every image's size and metrics under each protocol
   summary.json    means, protocol definitions, checkpoint and settings
-  results.md      a Markdown table naming each protocol
+  results.md      a Markdown table naming each protocol, and the published
+                  DCSFN figures for the same dataset, split and protocol
+                  (dcsfn_jax/assets/published_results.json) with the gap
   derained/*.png  outputs rounded to uint8 (what y_uint8 scores)
   panels/*.png    rainy | derained | clean | error map
+
+A summary with 'rainy_baseline': False (`score` without --rainy) has no
+*_rainy metrics; its tables and per_image.csv leave those columns out.
 """
 import csv
+import functools
 import json
 import os
 
@@ -15,35 +21,118 @@ from dcsfn_jax.evaluation import images
 
 _PER_IMAGE = ('psnr', 'ssim', 'psnr_rainy', 'ssim_rainy')
 
+PUBLISHED_RESULTS = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                                 'assets', 'published_results.json')
+
+
+@functools.lru_cache(maxsize=None)
+def _published(path):
+  with open(path) as file:
+    return json.load(file)
+
+
+def published_rows(dataset, split, protocol, model=None, *,
+                   path=PUBLISHED_RESULTS):
+  """Published PSNR/SSIM rows for (dataset, split, protocol), as dicts of
+  published_results.json with their source's record under 'source_info'.
+
+  Rows that describe a model variant ('model_config') are returned only when
+  `model` (a summary's model config dict) has every one of its values.
+  """
+  published = _published(os.fspath(path))
+  found = []
+  for row in published['rows']:
+    if (row['dataset'], row['split'], row['protocol']) != (dataset, split,
+                                                          protocol):
+      continue
+    if 'psnr' not in row:
+      continue
+    variant = row.get('model_config')
+    if variant and not (model and all(
+        model.get(key) == value for key, value in variant.items())):
+      continue
+    found.append({**row, 'source_info': published['sources'][row['source']]})
+  return found
+
+
+def _has_baseline(summary):
+  return summary.get('rainy_baseline', True)
+
+
+def _gap(ours, published, digits):
+  if published is None:
+    return '–'
+  return f'{ours - published:+.{digits}f}'
+
+
+def published_table(summary):
+  """Markdown lines comparing the summary's means with every matching
+  published row (ours − published); [] when none matches or the summary
+  names no dataset."""
+  dataset, split = summary.get('dataset'), summary.get('split')
+  if not dataset or not split:
+    return []
+  means = summary['means']
+  lines = []
+  for protocol in summary['protocols']:
+    for row in published_rows(dataset, split, protocol, summary.get('model')):
+      psnr, ssim = row.get('psnr'), row.get('ssim')
+      mark = ' ≈' if row.get('approximate_protocol') else ''
+      lines.append(
+          f"| {protocol}{mark} | {row['source']}, {row['table']}: "
+          f"{row['label']} ({row['published_as']}) "
+          f"| {'–' if psnr is None else f'{psnr:.2f}'} "
+          f"| {'–' if ssim is None else f'{ssim:.3f}'} "
+          f"| {_gap(means[protocol + '/psnr'], psnr, 2)} "
+          f"| {_gap(means[protocol + '/ssim'], ssim, 3)} |")
+  if not lines:
+    return []
+  return (['', f'Published DCSFN figures for {dataset}/{split} '
+           '(dcsfn_jax/assets/published_results.json; ≈: the source\'s '
+           'protocol is only close to ours, see PUBLISHED_RESULTS.md):', '',
+           '| protocol | published | PSNR (dB) | SSIM | ours − published PSNR '
+           '| ours − published SSIM |',
+           '| --- | --- | ---: | ---: | ---: | ---: |'] + lines)
+
 
 def markdown_table(summary, title):
-  """The summary's means as a Markdown table, one row per protocol."""
+  """The summary's means as a Markdown table, one row per protocol, then the
+  published figures for its dataset and split (`published_table`)."""
   shapes = ('native sizes' if not summary['bucket'] else
             f"padded to shape buckets {', '.join(summary['shapes'])} "
             '(--bucket: outputs differ from native sizes)')
-  lines = [f'### {title}', '', f"{summary['num_images']} images, {shapes}.",
-           '',
-           '| protocol | PSNR (dB) | SSIM | rainy input PSNR / SSIM '
-           '| definition |',
-           '| --- | ---: | ---: | ---: | --- |']
+  crop = summary.get('crop_border') or 0
+  cropped = f', {crop} px cropped from every border' if crop else ''
+  baseline = _has_baseline(summary)
+  lines = [f'### {title}', '',
+           f"{summary['num_images']} images, {shapes}{cropped}.", '',
+           '| protocol | PSNR (dB) | SSIM | '
+           + ('rainy input PSNR / SSIM | ' if baseline else '')
+           + 'definition |',
+           '| --- | ---: | ---: | ' + ('---: | ' if baseline else '')
+           + '--- |']
   means = summary['means']
   for protocol, description in summary['protocols'].items():
+    rainy = (f"{means[protocol + '/psnr_rainy']:.2f} / "
+             f"{means[protocol + '/ssim_rainy']:.4f} | " if baseline else '')
     lines.append(f"| {protocol} | {means[protocol + '/psnr']:.4f} "
-                 f"| {means[protocol + '/ssim']:.4f} "
-                 f"| {means[protocol + '/psnr_rainy']:.2f} / "
-                 f"{means[protocol + '/ssim_rainy']:.4f} "
-                 f'| {description} |')
+                 f"| {means[protocol + '/ssim']:.4f} | {rainy}"
+                 f'{description} |')
+  lines += published_table(summary)
   return '\n'.join(lines) + '\n'
 
 
 def write_report(output_dir, rows, summary, title):
   """Writes per_image.csv, summary.json and results.md into output_dir."""
   protocols = list(summary['protocols'])
+  per_image = _PER_IMAGE if _has_baseline(summary) else _PER_IMAGE[:2]
   columns = ['name', 'height', 'width', 'shape'] + [
-      f'{p}/{m}' for p in protocols for m in _PER_IMAGE]
+      f'{p}/{m}' for p in protocols for m in per_image]
   with open(os.path.join(output_dir, 'per_image.csv'), 'w',
             newline='') as file:
-    writer = csv.DictWriter(file, fieldnames=columns)
+    # The columns decide: a row's *_rainy values without a baseline are not
+    # written.
+    writer = csv.DictWriter(file, fieldnames=columns, extrasaction='ignore')
     writer.writeheader()
     for row in rows:
       writer.writerow({k: (f'{v:.6f}' if isinstance(v, float) else v)

@@ -18,6 +18,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from dcsfn_jax import cli
 from dcsfn_jax.export import torch_files
@@ -37,6 +38,8 @@ def _define_flags():
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
+  if not f['verbosity'].present:
+    logging.set_verbosity(logging.ERROR)  # orbax logs every read and write
   try:
     summary = torch_files.export_checkpoint(f.workdir, f.output, f.prefer,
                                             f.overwrite)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import warnings
 from typing import Mapping, Sequence
 
 from absl import logging
@@ -76,6 +78,19 @@ def _read_safetensors(path):
       metadata.get(convert.SAFETENSORS_CONFIG_KEY), path)
 
 
+def _load_reason(error):
+  """The line of a torch.load error that says what is wrong with the file.
+
+  torch's message also advises retrying with weights_only=False, which would
+  run the file's code: wrong advice for an untrusted file, so it is dropped.
+  """
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  advice = ('weights_only', 'trusted source', 'torch.load', 'documentation')
+  reasons = [line for line in lines
+             if not any(word in line for word in advice)]
+  return (reasons[0] if reasons else 'not a weights-only PyTorch file')[:300]
+
+
 def _read_pth(path):
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -83,16 +98,17 @@ def _read_pth(path):
     raise ImportError('Reading PyTorch checkpoints needs torch: '
                       "pip install 'dcsfn_jax[torch]'.") from error
   try:
-    loaded = torch.load(path, map_location='cpu', weights_only=True)
+    with warnings.catch_warnings():
+      # e.g. "Detected pickle protocol 4": noise about a file refused anyway.
+      warnings.simplefilter('ignore', UserWarning)
+      loaded = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as error:  # torch raises several types for foreign files.
-    # Only the first line: torch's later lines suggest weights_only=False,
-    # which would run the file's code and is wrong advice for an untrusted
-    # file.
-    first_line = str(error).strip().splitlines()[0] if str(error) else ''
     raise ValueError(
         f'{path} is not a PyTorch checkpoint that loads safely with '
-        f'weights_only=True ({type(error).__name__}: {first_line}); it was '
-        'refused without running any of its code.') from None
+        f'weights_only=True ({type(error).__name__}: {_load_reason(error)}); '
+        'it was refused without running any of its code. Use the authors\' '
+        'released file or one written by python -m dcsfn_jax.export.'
+    ) from None
   model_config = None
   if isinstance(loaded, Mapping) and 'net' in loaded:
     model_config = _recorded_config(loaded.get(_PTH_MODEL_CONFIG), path)
@@ -125,6 +141,12 @@ def released_model_config(preset='official'):
   model_config = models.preset(preset)
   model_config.channel_order = 'bgr'
   return model_config
+
+
+def released_assumption(preset='official'):
+  """Why weights without a recorded config are read as they are."""
+  return ('no model config recorded in the file: assumed the authors\' '
+          f'release, the {preset!r} preset trained on BGR images')
 
 
 def apply_overrides(model_config, overrides: Sequence[str]):
@@ -166,8 +188,7 @@ def import_torch_checkpoint(checkpoint: str, output: str,
   state_dict, recorded_config = read_torch_weights(checkpoint)
   if recorded_config is None:
     model_config = released_model_config(preset)
-    order_source = ('no config recorded in the file: assumed the authors\' '
-                    f'release, the {preset!r} preset trained on BGR images')
+    order_source = released_assumption(preset)
   else:
     model_config = recorded_config
     order_source = 'recorded in the file by dcsfn_jax.export'
@@ -234,12 +255,21 @@ def export_checkpoint(workdir: str, output: str, prefer: str = 'latest',
                      f'(config fields: {sorted(config.keys())}).')
   state_dict = convert.to_torch_state_dict(params, config.model)
   folder = os.path.dirname(os.path.abspath(output))
+  created = folder
+  while not os.path.exists(os.path.dirname(created)):
+    created = os.path.dirname(created)
+  created = None if os.path.exists(created) else created
   try:
     os.makedirs(folder, exist_ok=True)
   except OSError as error:
     raise OSError(f'--output {output}: cannot create its folder {folder} '
                   f'({error.strerror}).') from None
-  write_torch_weights(state_dict, output, config.model)
+  try:
+    write_torch_weights(state_dict, output, config.model)
+  except BaseException:
+    if created:  # leave no empty folders behind
+      shutil.rmtree(created, ignore_errors=True)
+    raise
   return {'tensors': len(state_dict),
           'values': sum(v.size for v in state_dict.values()),
           'channel_order': config.model.channel_order}

@@ -13,10 +13,14 @@ from dcsfn_jax.metrics.protocols import SSIM_PADDINGS
 from dcsfn_jax.metrics.protocols import check_protocols
 from dcsfn_jax.metrics.protocols import gaussian_window
 from dcsfn_jax.metrics.protocols import image_metrics
+from dcsfn_jax.metrics.protocols import matlab_ssim_map
 from dcsfn_jax.metrics.protocols import metric_sums
 from dcsfn_jax.metrics.protocols import official_metrics
 from dcsfn_jax.metrics.protocols import psnr_from_mse
+from dcsfn_jax.metrics.protocols import replicate_pad
+from dcsfn_jax.metrics.protocols import rgb_to_y_float
 from dcsfn_jax.metrics.protocols import rgb_to_y_uint8
 from dcsfn_jax.metrics.protocols import ssim
 from dcsfn_jax.metrics.protocols import ssim_map
+from dcsfn_jax.metrics.protocols import y_float_metrics
 from dcsfn_jax.metrics.protocols import y_uint8_metrics

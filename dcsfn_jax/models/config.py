@@ -7,6 +7,7 @@ field, so ablations are one-field edits of a preset.
 from __future__ import annotations
 
 from absl import logging
+import jax
 import ml_collections
 
 PRESETS = ('official', 'paper')
@@ -36,13 +37,23 @@ def _base() -> ml_collections.ConfigDict:
   # numbers): compiles in seconds instead of minutes and needs far less memory.
   config.scan_blocks = True
   # How convs and their gradients are computed; same parameters, same values
-  # up to float rounding. 'xla': lax.conv_general_dilated with autodiff's
-  # gradients; 'cpu': dcsfn_jax.models.cpu_conv, whose gradients are convs
-  # XLA:CPU runs fast inside the block scan; 'auto': 'cpu' where the
-  # computation is compiled for CPU, else 'xla' (lax.platform_dependent, so
-  # chosen when lowering for the platform actually compiled for).
+  # up to float rounding. 'xla': lax.conv_general_dilated, autodiff's
+  # gradients; 'cpu': dcsfn_jax.models.cpu_conv, whose gradients XLA:CPU runs
+  # fast inside the block scan; 'auto': 'cpu' if jax.default_backend() is
+  # 'cpu' when the model is traced, else 'xla' (`resolved_conv_impl`). So a
+  # computation placed or lowered for another platform than the default one
+  # gets the default's choice; lax.platform_dependent would choose when
+  # lowering, but it traces both implementations, which more than doubled the
+  # training step's trace time (benchmarks/RESULTS.md, 2026-12-01).
   config.conv_impl = 'auto'
   return config
+
+
+def resolved_conv_impl(config) -> str:
+  """config.conv_impl with 'auto' resolved for jax.default_backend()."""
+  if config.conv_impl != 'auto':
+    return config.conv_impl
+  return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
 
 
 def preset(name: str) -> ml_collections.ConfigDict:

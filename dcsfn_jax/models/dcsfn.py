@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from dcsfn_jax.models import layers
+from dcsfn_jax.models.config import resolved_conv_impl
 from dcsfn_jax.models.dense import DenseDecoder, DenseEncoder
 from dcsfn_jax.models.recurrent import CELLS
 
@@ -78,7 +79,7 @@ class DCSFN(nn.Module):
 
   def _conv(self, features, kernel_size, in_features, name):
     return layers.conv(features, kernel_size, in_features=in_features,
-                       conv_impl=self.config.conv_impl,
+                       conv_impl=resolved_conv_impl(self.config),
                        dtype=jnp.dtype(self.config.dtype), name=name)
 
   def _fuse(self, pass_index: int, first, second):

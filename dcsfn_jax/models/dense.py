@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from dcsfn_jax.models import layers
 from dcsfn_jax.models import stacking
+from dcsfn_jax.models.config import resolved_conv_impl
 from dcsfn_jax.models.icb import InnerScaleConnectionBlock
 
 
@@ -53,8 +54,9 @@ class _DenseStack(nn.Module):
         concatenated.append(block_output)
         out = layers.leaky_relu(layers.conv1x1(
             config.channels, in_features=(i + 2) * config.channels,
-            conv_impl=config.conv_impl, dtype=jnp.dtype(config.dtype),
-            name=f'conv1x1_{i}')(jnp.concatenate(concatenated, axis=-1)))
+            conv_impl=resolved_conv_impl(config),
+            dtype=jnp.dtype(config.dtype), name=f'conv1x1_{i}')(
+                jnp.concatenate(concatenated, axis=-1)))
       else:
         out = block_output
     return out, jnp.stack(block_outputs)

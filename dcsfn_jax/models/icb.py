@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from dcsfn_jax.models import layers
+from dcsfn_jax.models.config import resolved_conv_impl
 
 SCALE_FACTORS = (1, 2, 4, 8)
 
@@ -26,7 +27,7 @@ class InnerScaleConnectionBlock(nn.Module):
     for j in range(config.convs_per_scale):
       features = layers.leaky_relu(layers.conv3x3(
           config.channels, in_features=config.channels,
-          groups=config.conv_groups, conv_impl=config.conv_impl,
+          groups=config.conv_groups, conv_impl=resolved_conv_impl(config),
           dtype=jnp.dtype(config.dtype), name=f'scale{scale}_conv_{j}')(
               features))
     return features
@@ -35,6 +36,7 @@ class InnerScaleConnectionBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     config = self.config
     channels, dtype = config.channels, jnp.dtype(config.dtype)
+    conv_impl = resolved_conv_impl(config)
     scales = SCALE_FACTORS[:config.num_scales]
     if len(scales) == 1:
       return self._conv_stack(1, x) + x
@@ -46,7 +48,7 @@ class InnerScaleConnectionBlock(nn.Module):
       if coarser is not None and config.inner_scale_connection:
         coarse_to_fine = layers.resize_like(per_scale[coarser], features)
         features = layers.leaky_relu(layers.conv1x1(
-            channels, in_features=2 * channels, conv_impl=config.conv_impl,
+            channels, in_features=2 * channels, conv_impl=conv_impl,
             dtype=dtype, name=f'fusion{coarser}{scale}')(
                 jnp.concatenate([features, coarse_to_fine], axis=-1)))
       per_scale[scale] = self._conv_stack(scale, features)
@@ -55,7 +57,6 @@ class InnerScaleConnectionBlock(nn.Module):
     upsampled = [per_scale[1]] + [
         layers.resize_like(per_scale[scale], x) for scale in scales[1:]]
     fused = layers.leaky_relu(layers.conv1x1(
-        channels, in_features=len(scales) * channels,
-        conv_impl=config.conv_impl, dtype=dtype, name='fusion_all')(
-            jnp.concatenate(upsampled, axis=-1)))
+        channels, in_features=len(scales) * channels, conv_impl=conv_impl,
+        dtype=dtype, name='fusion_all')(jnp.concatenate(upsampled, axis=-1)))
     return fused + x

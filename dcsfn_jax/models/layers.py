@@ -31,28 +31,17 @@ def _uniform_fan_in(fan_in: int):
   return init
 
 
-def _auto_conv(lhs, rhs, *args, **kwargs):
-  """`cpu_conv`'s conv where the computation is compiled for CPU, else XLA's.
-
-  The branch is picked when lowering, for the platform compiled for.
-  """
-  return jax.lax.platform_dependent(
-      lhs, rhs,
-      cpu=lambda l, r: cpu_conv.conv_general_dilated(l, r, *args, **kwargs),
-      default=lambda l, r: jax.lax.conv_general_dilated(l, r, *args, **kwargs))
-
-
-# conv_impl (see dcsfn_jax.models.config) -> nn.Conv's conv_general_dilated.
+# Resolved conv_impl (dcsfn_jax.models.config) -> nn.Conv's conv function.
 CONV_FUNCTIONS = {'xla': jax.lax.conv_general_dilated,
-                  'cpu': cpu_conv.conv_general_dilated,
-                  'auto': _auto_conv}
+                  'cpu': cpu_conv.conv_general_dilated}
 
 
 def conv(features: int, kernel_size: int, *, in_features: int, name: str,
          conv_impl: str, groups: int = 1, dtype=jnp.float32) -> nn.Conv:
   """A torch-initialised `nn.Conv` (kernel HWIO, bias), 'same' zero padding.
 
-  conv_impl: a key of CONV_FUNCTIONS, the model config's field of that name.
+  conv_impl: 'xla' or 'cpu' (a key of CONV_FUNCTIONS), the model config's
+  field as `dcsfn_jax.models.config.resolved_conv_impl` resolves it.
   """
   fan_in = in_features // groups * kernel_size * kernel_size
   return nn.Conv(

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from dcsfn_jax.models import layers
+from dcsfn_jax.models.config import resolved_conv_impl
 
 
 class _Cell(nn.Module):
@@ -21,7 +22,7 @@ class _Cell(nn.Module):
   def _conv(self, name: str, x: jax.Array) -> jax.Array:
     channels = self.config.channels
     return layers.conv3x3(channels, in_features=channels,
-                          conv_impl=self.config.conv_impl,
+                          conv_impl=resolved_conv_impl(self.config),
                           dtype=jnp.dtype(self.config.dtype), name=name)(x)
 
 

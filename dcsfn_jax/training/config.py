@@ -36,6 +36,10 @@ def base_config(model_preset='official'):
   config.lr_decay_factor = 0.1     # at 3/5 and 4/5 of the run
   config.ssim_padding = 'same'     # SSIM filtering in the loss
   config.l1_weight = 0.0           # loss = -SSIM + l1_weight * L1
+  config.ema_decay = 0.0           # 0: no moving average (as released);
+                                   # e.g. 0.999 keeps ema_params as well
+  config.grad_accum_steps = 1      # k: the batch runs as k micro-batches,
+                                   # one update per batch_size images
 
   config.seed = 66                 # the release's torch.manual_seed
   config.init_from = ''            # checkpoint to start from (params only)
@@ -138,6 +142,13 @@ def validate(config):
     _fail(f'learning_rate={config.learning_rate!r} must be positive.')
   if not 0 < config.lr_decay_factor <= 1:
     _fail(f'lr_decay_factor={config.lr_decay_factor!r} must lie in (0, 1].')
+  if not 0.0 <= config.ema_decay < 1.0:
+    _fail(f'ema_decay={config.ema_decay!r} must lie in [0, 1) (0: off).')
+  if (isinstance(config.grad_accum_steps, bool)
+      or not isinstance(config.grad_accum_steps, int)
+      or config.grad_accum_steps < 1):
+    _fail(f'grad_accum_steps={config.grad_accum_steps!r} must be a positive '
+          'integer.')
   if config.l1_weight < 0:
     _fail(f'l1_weight={config.l1_weight!r} must be >= 0.')
   minimum = models.minimum_size(config.model)

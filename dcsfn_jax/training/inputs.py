@@ -19,11 +19,15 @@ from dcsfn_jax.training import config as config_lib
 def check_against_data(config, train_source, eval_source):
   """Errors, before any compilation, for what the data makes impossible."""
   devices, processes = jax.device_count(), jax.process_count()
-  if config.batch_size % devices:
+  accum = config.grad_accum_steps
+  if config.batch_size % (devices * accum):
+    multiple = devices * accum
+    what = (f'the {devices} devices' if accum == 1 else
+            f'grad_accum_steps={accum} x {devices} devices = {multiple}')
     raise config_lib.ConfigError(
-        f'batch_size={config.batch_size} is not divisible by the {devices} '
-        f'devices; use a multiple of {devices}, e.g. '
-        f'--config.batch_size={devices * max(1, config.batch_size // devices)}.')
+        f'batch_size={config.batch_size} is not divisible by {what}; use a '
+        f'multiple of {multiple}, e.g. --config.batch_size='
+        f'{multiple * max(1, config.batch_size // multiple)}.')
   if config.batch_size % processes:
     raise config_lib.ConfigError(
         f'batch_size={config.batch_size} is not divisible by the '

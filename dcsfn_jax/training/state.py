@@ -1,5 +1,10 @@
 """The train state, its two layouts, and the jitted training step.
 
+The state is {'params', 'opt_state', 'step'} plus, with config.ema_decay > 0,
+'ema_params': the parameters' exponential moving average, updated after each
+optimiser step. With config.grad_accum_steps = k the global batch is k
+micro-batches whose gradients are averaged before the one update.
+
   runtime layout     params and Adam moments with each dense stack's blocks
                      stacked (`models.runtime_layout`): what the step reads
   checkpoint layout  per-block names, as the released state_dict
@@ -27,8 +32,10 @@ def checkpoint_layout(tree):
       lambda x: np.array(x.addressable_data(0)), tree))
 
 
-def create_train_state(model, optimizer, patch_size, init_key):
-  """The train state {'params', 'opt_state', 'step'} in the runtime layout.
+def create_train_state(model, optimizer, patch_size, init_key, *,
+                       ema=False):
+  """The train state in the runtime layout; with `ema`, 'ema_params' starts
+  as a copy of the parameters.
 
   Params are drawn on the host (`models.init_params`), deterministic in
   `init_key`: a jitted `model.init` compiles one random kernel per tensor.
@@ -38,21 +45,27 @@ def create_train_state(model, optimizer, patch_size, init_key):
   params = models.runtime_layout(
       models.init_params(model, init_key, (1, patch_size, patch_size, 3)),
       model.config)
-  return {'params': params,
-          'opt_state': optimizer.init(params),
-          'step': jnp.zeros((), jnp.int32)}
+  state = {'params': params,
+           'opt_state': optimizer.init(params),
+           'step': jnp.zeros((), jnp.int32)}
+  if ema:
+    state['ema_params'] = jax.tree.map(np.array, params)
+  return state
 
 
-def abstract_train_state(model, optimizer, patch_size):
+def abstract_train_state(model, optimizer, patch_size, *, ema=False):
   """Shapes and dtypes of `create_train_state`'s result in the checkpoint
   layout, without computing it."""
   def init(key):
     params = model.init(key, jnp.zeros((1, patch_size, patch_size, 3),
                                        jnp.float32))['params']
-    return {'params': params,
-            'opt_state': models.unstack_blocks(
-                optimizer.init(models.runtime_layout(params, model.config))),
-            'step': jnp.zeros((), jnp.int32)}
+    state = {'params': params,
+             'opt_state': models.unstack_blocks(
+                 optimizer.init(models.runtime_layout(params, model.config))),
+             'step': jnp.zeros((), jnp.int32)}
+    if ema:
+      state['ema_params'] = params
+    return state
   return jax.eval_shape(init, jax.random.key(0))
 
 
@@ -62,16 +75,45 @@ def _concatenated(tree):
   return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
 
 
-def train_step(state, batch, *, model, optimizer, schedule, config):
-  """One Adam update on a global batch {'rainy', 'clean'}: [B, P, P, 3]."""
-  def loss_fn(params):
-    derained = model.apply({'params': params}, batch['rainy'])
-    return losses.derain_loss(derained, batch['clean'],
+def micro_batches(batch, count):
+  """[B, ...] leaves -> [count, B / count, ...]: micro-batch j holds rows j,
+  j + count, j + 2 count, ..., so each device's rows split evenly too."""
+  return jax.tree.map(
+      lambda x: x.reshape(x.shape[0] // count, count,
+                          *x.shape[1:]).swapaxes(0, 1), batch)
+
+
+def loss_and_grads(params, batch, *, model, config):
+  """((loss, parts), grads) of the batch; with grad_accum_steps = k the mean
+  over k micro-batches, one after another (a scan), so only one micro-batch's
+  activations are alive at a time. Equal to the whole batch's, since every
+  term of the loss is a mean over equal-sized micro-batches."""
+  def loss_fn(params, micro):
+    derained = model.apply({'params': params}, micro['rainy'])
+    return losses.derain_loss(derained, micro['clean'],
                               ssim_padding=config.ssim_padding,
                               l1_weight=config.l1_weight)
 
-  (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state['params'])
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  count = config.grad_accum_steps
+  if count == 1:
+    return grad_fn(params, batch)
+  micros = micro_batches(batch, count)
+
+  def accumulate(total, micro):
+    return jax.tree.map(jnp.add, total, grad_fn(params, micro)), None
+
+  zeros = jax.tree.map(
+      lambda x: jnp.zeros(x.shape, x.dtype),
+      jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micros)))
+  total, _ = jax.lax.scan(accumulate, zeros, micros)
+  return jax.tree.map(lambda x: x / count, total)
+
+
+def train_step(state, batch, *, model, optimizer, schedule, config):
+  """One Adam update on a global batch {'rainy', 'clean'}: [B, P, P, 3]."""
+  (loss, parts), grads = loss_and_grads(state['params'], batch, model=model,
+                                        config=config)
   updates, opt_state = optimizer.update(grads, state['opt_state'],
                                         state['params'])
   params = optax.apply_updates(state['params'], updates)
@@ -83,6 +125,9 @@ def train_step(state, batch, *, model, optimizer, schedule, config):
                   'params_finite': jnp.all(jnp.isfinite(flat_params))}
   new_state = {'params': params, 'opt_state': opt_state,
                'step': state['step'] + 1}
+  if 'ema_params' in state:
+    new_state['ema_params'] = optax.incremental_update(
+        params, state['ema_params'], 1.0 - config.ema_decay)
   return new_state, step_metrics
 
 

@@ -55,7 +55,10 @@ def _schedule(config, num_pairs):
 
 
 def _split_state(state):
-  return state['params'], {k: v for k, v in state.items() if k != 'params'}
+  """(params, ema_params or None, the rest): a state as checkpoint items."""
+  rest = {k: v for k, v in state.items()
+          if k not in ('params', 'ema_params')}
+  return state['params'], state.get('ema_params'), rest
 
 
 def _abstract(tree, sharding):
@@ -65,7 +68,16 @@ def _abstract(tree, sharding):
 
 
 def _check_same_model(config, saved, workdir, step):
-  """ConfigError naming the model fields that differ from the checkpoint's."""
+  """ConfigError naming the model fields that differ from the checkpoint's,
+  or a moving average the checkpoint lacks (or holds and the run drops)."""
+  if (saved.get('ema_decay', 0.0) > 0) != (config.ema_decay > 0):
+    raise config_lib.ConfigError(
+        f'{workdir} step {step} was trained with ema_decay='
+        f'{saved.get("ema_decay", 0.0)}, the run asks for '
+        f'{config.ema_decay}: a moving average cannot be added or dropped '
+        f'mid-run. Resume with --config.ema_decay='
+        f'{saved.get("ema_decay", 0.0)}, or start a new --workdir with '
+        f'--config.init_from={workdir}.')
   differing = sorted(field for field in config.model.keys()
                      if saved.model.get(field) != config.model[field])
   if not differing:
@@ -85,7 +97,7 @@ def _restore_newest_intact(config, workdir, manager, abstract_state, mesh):
   restores; broken newer steps are set aside as STEP.corrupt with a warning.
   None when the workdir holds no checkpoint."""
   replicated = parallel.replicated(mesh)
-  abstract_params, abstract_rest = _split_state(abstract_state)
+  abstract_params, abstract_ema, abstract_rest = _split_state(abstract_state)
   broken = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
@@ -98,7 +110,9 @@ def _restore_newest_intact(config, workdir, manager, abstract_state, mesh):
       restored = checkpointing.restore(
           manager, step,
           abstract_params=_abstract(abstract_params, replicated),
-          abstract_train_state=_abstract(abstract_rest, replicated))
+          abstract_train_state=_abstract(abstract_rest, replicated),
+          abstract_ema_params=(None if abstract_ema is None
+                               else _abstract(abstract_ema, replicated)))
     except Exception as error:  # pylint: disable=broad-except
       broken.append((step, error))
       continue
@@ -108,8 +122,10 @@ def _restore_newest_intact(config, workdir, manager, abstract_state, mesh):
                       'it to %s and resumed from step %d.', bad_step,
                       manager.directory, type(error).__name__,
                       str(error).splitlines()[0][:200], aside, step)
-    return ({'params': restored['params'], **restored['train_state']},
-            restored['data_state'], step)
+    state = {'params': restored['params'], **restored['train_state']}
+    if restored['ema_params'] is not None:
+      state['ema_params'] = restored['ema_params']
+    return state, restored['data_state'], step
   if broken:
     raise config_lib.ConfigError(
         f'No checkpoint in {manager.directory} can be read (steps '
@@ -150,8 +166,9 @@ def restore_or_init(config, workdir, manager, model, optimizer, mesh,
   Returns (state in `models.runtime_layout`, replicated over `mesh`;
   data_state or None).
   """
+  ema = config.ema_decay > 0
   abstract_state = state_lib.abstract_train_state(model, optimizer,
-                                                  config.patch_size)
+                                                  config.patch_size, ema=ema)
   resumed = _restore_newest_intact(config, workdir, manager, abstract_state,
                                    mesh)
   if resumed is not None:
@@ -161,9 +178,11 @@ def restore_or_init(config, workdir, manager, model, optimizer, mesh,
     return (parallel.replicate(models.runtime_layout(state, model.config),
                                mesh), data_state)
   state = state_lib.create_train_state(model, optimizer, config.patch_size,
-                                       jax.random.key(config.seed))
+                                       jax.random.key(config.seed), ema=ema)
   if init_params is not None:
     state['params'] = models.runtime_layout(init_params, model.config)
+    if ema:
+      state['ema_params'] = models.runtime_layout(init_params, model.config)
   return parallel.replicate(state, mesh), None
 
 
@@ -178,6 +197,28 @@ def _collect_panels(count):
           scored.rainy, metrics.to_uint8(scored.derained), scored.clean)))
 
   return on_image, panels
+
+
+def _eval_means(evaluator, params, eval_source, on_image=None):
+  """{'psnr', 'ssim', 'input_psnr', 'input_ssim', 'images'} under the eval
+  protocol."""
+  _, result = evaluator.run(params, eval_source, on_image=on_image)
+  means = result['means']
+  return {'psnr': means[f'{EVAL_PROTOCOL}/psnr'],
+          'ssim': means[f'{EVAL_PROTOCOL}/ssim'],
+          'input_psnr': means[f'{EVAL_PROTOCOL}/psnr_rainy'],
+          'input_ssim': means[f'{EVAL_PROTOCOL}/ssim_rainy'],
+          'images': result['num_images']}
+
+
+def _eval_line(step, means):
+  line = (f'step {step}: eval PSNR {means["psnr"]:.2f} dB, SSIM '
+          f'{means["ssim"]:.4f}')
+  if 'ema_psnr' in means:
+    line += f' (EMA {means["ema_psnr"]:.2f} dB, {means["ema_ssim"]:.4f})'
+  return (line + f'; inputs {means["input_psnr"]:.2f} dB, '
+          f'{means["input_ssim"]:.4f}; {EVAL_PROTOCOL} protocol, '
+          f'{means["images"]} images')
 
 
 def _prepare_workdir(workdir):
@@ -214,7 +255,8 @@ def train_and_evaluate(config, workdir):
 
   Returns:
     The last eval's means under the official protocol, {'psnr', 'ssim',
-    'input_psnr', 'input_ssim', 'images', 'step'}.
+    'input_psnr', 'input_ssim', 'images', 'step'}, plus 'ema_psnr' and
+    'ema_ssim' with config.ema_decay > 0.
   """
   config_lib.validate(config)
   workdir, created = _prepare_workdir(workdir)
@@ -306,28 +348,23 @@ def _train(config, workdir):
       is_eval = is_due(step, config.eval_every_steps, total_steps)
       if is_eval:
         on_image, panels = _collect_panels(config.num_panels)
-        _, result = evaluator.run(state['params'], eval_source,
-                                  on_image=on_image)
-        means = result['means']
-        eval_metrics = {
-            'psnr': means[f'{EVAL_PROTOCOL}/psnr'],
-            'ssim': means[f'{EVAL_PROTOCOL}/ssim'],
-            'input_psnr': means[f'{EVAL_PROTOCOL}/psnr_rainy'],
-            'input_ssim': means[f'{EVAL_PROTOCOL}/ssim_rainy'],
-            'images': result['num_images']}
+        eval_metrics = _eval_means(evaluator, state['params'], eval_source,
+                                   on_image)
+        if 'ema_params' in state:
+          ema_means = _eval_means(evaluator, state['ema_params'], eval_source)
+          eval_metrics.update(ema_psnr=ema_means['psnr'],
+                              ema_ssim=ema_means['ssim'])
         writer.scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
         writer.panels(step, panels)
-        progress.write(
-            f'step {step}: eval PSNR {eval_metrics["psnr"]:.2f} dB, SSIM '
-            f'{eval_metrics["ssim"]:.4f} (inputs {eval_metrics["input_psnr"]:.2f}'
-            f' dB, {eval_metrics["input_ssim"]:.4f}; {EVAL_PROTOCOL} protocol, '
-            f'{eval_metrics["images"]} images)')
+        progress.write(_eval_line(step, eval_metrics))
         window_start = time.perf_counter()  # eval time is not train time
       if is_eval or step % config.checkpoint_every_steps == 0:
-        params, rest = _split_state(state_lib.checkpoint_layout(state))
+        params, ema_params, rest = _split_state(
+            state_lib.checkpoint_layout(state))
         checkpointing.save(
             manager, step, params=params, train_state=rest,
-            data_state=train_iter.get_state(), config=config,
+            ema_params=ema_params, data_state=train_iter.get_state(),
+            config=config,
             metrics={'psnr': eval_metrics['psnr']} if is_eval else None)
   finally:
     progress.close()

@@ -1,0 +1,139 @@
+"""`python -m dcsfn_jax.evaluate` against bad flags: one `error:` line that
+says what to do, and no output folder (empty or not) left behind."""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from dcsfn_jax import checkpointing
+from dcsfn_jax import models
+from dcsfn_jax.evaluation import evaluator
+
+
+@pytest.fixture(scope='module')
+def checkpoint_dir(tmp_path_factory, synthetic_data_dir):
+  """A tiny save_pretrained checkpoint whose config names the synthetic
+  dataset, shared by the whole module."""
+  model_config = models.preset('official')
+  model_config.update(channels=4, num_blocks=1, num_scales=2,
+                      convs_per_scale=1, single=True)
+  params = models.build_model(model_config).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
+  config = ml_collections.ConfigDict({
+      'model': model_config, 'dataset': 'synthetic_rain',
+      'data_dir': os.fspath(synthetic_data_dir), 'eval_split': 'test'})
+  directory = tmp_path_factory.mktemp('evaluate_model') / 'pretrained'
+  checkpointing.save_pretrained(directory, params, config)
+  return directory
+
+
+def _default_output(checkpoint_dir):
+  return checkpoint_dir.parent / f'{checkpoint_dir.name}_eval'
+
+
+def _evaluate(tmp_path, *args):
+  env = dict(os.environ, HOME=os.fspath(tmp_path / 'home'),
+             TFDS_DATA_DIR=os.fspath(tmp_path / 'tfds'))
+  return subprocess.run([sys.executable, '-m', 'dcsfn_jax.evaluate', *args],
+                        capture_output=True, text=True, timeout=300,
+                        check=False, env=env)
+
+
+def _error_line(result):
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  lines = [line for line in result.stderr.splitlines()
+           if line.startswith('error:')]
+  assert len(lines) == 1, result.stderr[-3000:]
+  return lines[0]
+
+
+@pytest.mark.parametrize('limit, output', [('-1', True), ('0', False)])
+def test_a_limit_below_one_is_one_line_and_creates_nothing(
+    checkpoint_dir, tmp_path, limit, output):
+  output = [f'--output={tmp_path / "report"}'] if output else []
+  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}',
+                     f'--limit={limit}', *output)
+  assert result.returncode == 1
+  assert _error_line(result) == (
+      f'error: --limit={limit} must be a positive number of images (leave '
+      'it out to evaluate them all).')
+  assert not (tmp_path / 'report').exists()
+  assert not _default_output(checkpoint_dir).exists()
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--split=nosuch', '--output={tmp}/reports/run/one'],
+     "synthetic_rain has no split 'nosuch'; it has "),
+    (['--dataset=rain100h', '--data_dir={tmp}/empty_data'],
+     'rain100h is not prepared in '),
+    (['--protocol=psnr', '--output={tmp}/reports/run/one'],
+     "'official', 'y_uint8'"),
+])
+def test_a_failed_run_leaves_no_output_folders(checkpoint_dir, tmp_path,
+                                               flags, message):
+  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}',
+                     *[flag.format(tmp=tmp_path) for flag in flags])
+  assert result.returncode == 1
+  assert message in _error_line(result)
+  assert not (tmp_path / 'reports').exists()
+  assert not (tmp_path / 'empty_data').exists()
+  assert not _default_output(checkpoint_dir).exists()
+
+
+@pytest.mark.parametrize('where', ['file', 'under_a_file'])
+def test_an_unusable_output_is_refused_before_the_checkpoint_loads(
+    tmp_path, where):
+  (tmp_path / 'notes.txt').write_text('a file')
+  output = {'file': tmp_path / 'notes.txt',
+            'under_a_file': tmp_path / 'notes.txt' / 'sub'}[where]
+  # A missing checkpoint would be the error if it were loaded first.
+  result = _evaluate(tmp_path, f'--workdir={tmp_path / "no_checkpoint"}',
+                     f'--output={output}')
+  assert result.returncode == 1
+  assert _error_line(result) == {
+      'file': f'error: --output {output} is a file; choose a folder.',
+      'under_a_file': f'error: --output {output} cannot be created: '
+                      f'{tmp_path / "notes.txt"} is a file, not a folder.',
+  }[where]
+  assert (tmp_path / 'notes.txt').read_text() == 'a file'
+
+
+def test_a_failure_mid_evaluation_removes_every_folder_it_created(
+    checkpoint_dir, tmp_path, monkeypatch):
+  def broken(*args, **kwargs):
+    raise RuntimeError('disk on fire')
+
+  monkeypatch.setattr(evaluator, 'evaluate_examples', broken)
+  for output in (tmp_path / 'reports' / 'run' / 'one', None):
+    with pytest.raises(RuntimeError, match='disk on fire'):
+      evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output,
+                                    progress=False)
+  assert not (tmp_path / 'reports').exists()
+  assert not _default_output(checkpoint_dir).exists()
+  # A folder that was there before stays, even when empty.
+  (tmp_path / 'kept').mkdir()
+  with pytest.raises(RuntimeError):
+    evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=tmp_path / 'kept',
+                                  progress=False)
+  assert (tmp_path / 'kept').is_dir()
+
+
+def test_a_healthy_run_prints_no_warnings(checkpoint_dir, tmp_path):
+  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}', '--limit=1',
+                     f'--output={tmp_path / "report"}', '--nopanels')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '| official |' in result.stdout
+  lines = [line for line in result.stderr.split('\n') if line.strip()]
+  assert len(lines) < 3, lines
+  assert 'WARNING' not in result.stderr and not any(
+      line[:1] in 'WEF' and line[1:5].isdigit() for line in lines), lines
+
+
+def test_help_exits_zero(tmp_path):
+  result = _evaluate(tmp_path, '--help')
+  assert result.returncode == 0
+  assert '--limit' in result.stdout

@@ -1,0 +1,226 @@
+"""Weight files in and out: exports keep their channel order through
+`import_torch` and `derain --torch-checkpoint`, the authors' released files
+are read as BGR and the commands say so, and bad or malicious files are one
+`error:` line naming the file."""
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcsfn_jax import checkpointing
+from dcsfn_jax import models
+from dcsfn_jax.evaluation import images
+from dcsfn_jax.export import torch_files
+
+torch = pytest.importorskip('torch')
+from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+
+ASSUMED = ("channel_order='bgr', no model config recorded in the file: "
+           "assumed the authors' release, the 'official' preset trained on "
+           'BGR images')
+
+
+def _rgb_config():
+  """Not a preset: a round trip must carry it (and its rgb) in the file."""
+  config = models.preset('official')
+  config.update(channels=4, num_blocks=1, num_scales=2, channel_order='rgb')
+  return config
+
+
+@pytest.fixture(scope='module')
+def rgb_model(tmp_path_factory):
+  config = _rgb_config()
+  params = models.build_model(config).init(
+      jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 3)))['params']
+  directory = tmp_path_factory.mktemp('rgb_model') / 'pretrained'
+  checkpointing.save_pretrained(
+      directory, params, ml_collections.ConfigDict({'model': config}))
+  return directory
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+  folder = tmp_path_factory.mktemp('weights_photos')
+  Image.fromarray(np.random.default_rng(0).integers(
+      0, 256, (33, 41, 3), dtype=np.uint8)).save(folder / 'rain.png')
+  return folder
+
+
+def _run(tmp_path, module, *args):
+  env = dict(os.environ, HOME=os.fspath(tmp_path / 'home'),
+             TFDS_DATA_DIR=os.fspath(tmp_path / 'tfds'))
+  return subprocess.run([sys.executable, '-m', module, *args],
+                        capture_output=True, text=True, timeout=300,
+                        check=False, env=env)
+
+
+def _md5(path):
+  with open(path, 'rb') as file:
+    return hashlib.md5(file.read()).hexdigest()
+
+
+def _error_line(result):
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  lines = [line for line in result.stderr.splitlines()
+           if line.startswith('error:')]
+  assert len(lines) == 1, result.stderr[-3000:]
+  return lines[0]
+
+
+def _assert_quiet(result):
+  """A healthy run: no warnings, no orbax INFO chatter."""
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = [line for line in result.stderr.split('\n') if line.strip()]
+  assert len(lines) < 3, lines
+  assert 'WARNING' not in result.stderr and not any(
+      line[:1] in 'WEFI' and line[1:5].isdigit() for line in lines), lines
+
+
+def test_pth_round_trip_keeps_the_channel_order_and_the_output(
+    rgb_model, photos, tmp_path):
+  exported = tmp_path / 'new' / 'deeper' / 'dcsfn.pth'  # folders created
+  result = _run(tmp_path, 'dcsfn_jax.export', f'--workdir={rgb_model}',
+                f'--output={exported}')
+  _assert_quiet(result)
+  assert 'they expect RGB images' in result.stdout
+  saved = torch.load(exported, weights_only=True)
+  assert set(saved) == {'net', 'model_config', 'channel_order'}
+  assert saved['channel_order'] == 'rgb'
+
+  imported = tmp_path / 'imported'
+  result = _run(tmp_path, 'dcsfn_jax.import_torch',
+                f'--checkpoint={exported}', f'--output={imported}')
+  _assert_quiet(result)
+  assert ("channel_order='rgb', recorded in the file by dcsfn_jax.export"
+          in result.stdout)
+  _, config = checkpointing.load_pretrained(imported)
+  assert config.model.to_dict() == _rgb_config().to_dict()
+
+  derained = {}
+  for name, weights in [('original', f'--workdir={rgb_model}'),
+                        ('imported', f'--workdir={imported}'),
+                        ('export', f'--torch-checkpoint={exported}')]:
+    result = _run(tmp_path, 'dcsfn_jax.derain', weights,
+                  f'--input={photos}', f'--output={tmp_path / name}')
+    _assert_quiet(result)
+    assert 'note:' not in result.stdout  # nothing had to be assumed
+    derained[name] = images.read_image(tmp_path / name / 'rain.png')
+  np.testing.assert_array_equal(derained['imported'], derained['original'])
+  np.testing.assert_array_equal(derained['export'], derained['original'])
+
+
+def _tiny_released_config():
+  config = torch_files.released_model_config('official')
+  config.update(channels=4, num_blocks=2, convs_per_scale=2)
+  return config
+
+
+@pytest.mark.parametrize('form', ['state_dict', 'training_file'])
+def test_released_files_import_as_bgr_and_say_why(tmp_path, form):
+  torch.manual_seed(0)
+  state_dict = build_torch_model(_tiny_released_config()).state_dict()
+  path = tmp_path / 'latest_net'
+  if form == 'state_dict':
+    torch.save(state_dict, path)
+  else:  # as the authors' training loop saved it
+    torch.save({'net': {f'module.{k}': v for k, v in state_dict.items()},
+                'clock_net': 1500, 'opt_net': {'state': {}}}, path)
+  before = _md5(path)
+  result = _run(tmp_path, 'dcsfn_jax.import_torch', f'--checkpoint={path}',
+                f'--output={tmp_path / "imported"}',
+                '--model_override=channels=4', '--model_override=num_blocks=2',
+                '--model_override=convs_per_scale=2')
+  _assert_quiet(result)
+  assert ASSUMED in result.stdout
+  _, config = checkpointing.load_pretrained(tmp_path / 'imported')
+  assert config.model.channel_order == 'bgr'
+  assert _md5(path) == before
+
+
+def test_derain_says_which_channel_order_it_assumed(photos, tmp_path):
+  torch.manual_seed(0)
+  path = tmp_path / 'latest_net'
+  torch.save(build_torch_model(
+      torch_files.released_model_config('official')).state_dict(), path)
+  result = _run(tmp_path, 'dcsfn_jax.derain', f'--torch-checkpoint={path}',
+                f'--input={photos}', f'--output={tmp_path / "out"}')
+  _assert_quiet(result)
+  assert f'note: {path}: {ASSUMED.replace(", no", " (no")}).' in (
+      result.stdout)
+  assert 'Derained 1 of 1 file(s).' in result.stdout
+
+
+class _Payload:
+  """Pickles to a call of os.system: what a malicious .pth does."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return os.system, (f'touch {self.marker}',)
+
+
+def _bad_file(tmp_path, kind):
+  if kind == 'random_safetensors':
+    path = tmp_path / 'weights.safetensors'
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+  elif kind == 'bad_json_safetensors':
+    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+    path = tmp_path / 'weights.safetensors'
+    save_file({'conv.weight': np.zeros((2, 2), np.float32)}, os.fspath(path),
+              metadata={'dcsfn_model_config': '{bad'})
+  else:
+    path = tmp_path / 'weights.pth'
+    with open(path, 'wb') as file:
+      pickle.dump({'net': _Payload(tmp_path / 'PWNED')}, file)
+  return path
+
+
+@pytest.mark.parametrize('kind, command, message', [
+    ('random_safetensors', 'import_torch', 'is not a readable .safetensors '
+     'file (SafetensorError: '),
+    ('bad_json_safetensors', 'derain', 'its recorded model config is not '
+     'valid JSON'),
+    ('malicious_pickle', 'import_torch', 'it was refused without running any '
+     'of its code'),
+    ('malicious_pickle', 'derain', 'it was refused without running any of '
+     'its code'),
+])
+def test_bad_weight_files_are_one_line_naming_the_file(photos, tmp_path, kind,
+                                                       command, message):
+  path = _bad_file(tmp_path, kind)
+  before = _md5(path)
+  if command == 'import_torch':
+    result = _run(tmp_path, 'dcsfn_jax.import_torch', f'--checkpoint={path}',
+                  f'--output={tmp_path / "imported"}')
+  else:
+    result = _run(tmp_path, 'dcsfn_jax.derain', f'--torch-checkpoint={path}',
+                  f'--input={photos}', f'--output={tmp_path / "out"}')
+  assert result.returncode == 1
+  line = _error_line(result)
+  assert line.startswith(f'error: {path}') and message in line, line
+  assert 'weights_only=False' not in result.stderr
+  assert not (tmp_path / 'PWNED').exists()
+  assert not (tmp_path / 'imported').exists()
+  assert not (tmp_path / 'out').exists()
+  assert _md5(path) == before
+
+
+def test_export_to_an_existing_folder_is_refused(rgb_model, tmp_path):
+  folder = tmp_path / 'weights'
+  folder.mkdir()
+  result = _run(tmp_path, 'dcsfn_jax.export', f'--workdir={rgb_model}',
+                f'--output={folder}')
+  assert result.returncode == 1
+  assert _error_line(result) == (
+      f'error: --output {folder} is a folder; name a file in it, e.g. '
+      f'{folder / "dcsfn.pth"}.')
+  assert not os.listdir(folder)
