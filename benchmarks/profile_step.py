@@ -50,7 +50,7 @@ def output_shapes(hlo_text: str) -> dict:
 
 def _kind(name: str, shape: tuple) -> str:
   """A coarse kind for an XLA op: convolutions whose output is a small
-  [Cin, kh, kw, Cout] are weight gradients (layers._weight_grad)."""
+  [Cin, kh, kw, Cout] are weight gradients (cpu_conv._weight_grad)."""
   lowered = name.lower()
   if re.search(r'conv|ynn|xnn', lowered):
     if len(shape) == 4 and 1 < shape[1] <= 7 and 1 < shape[2] <= 7:

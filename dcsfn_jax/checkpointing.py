@@ -245,6 +245,21 @@ def weights_available(path, prefer='latest'):
   return WEIGHTS if (directory / _EMA_PARAMS).is_dir() else WEIGHTS[:1]
 
 
+def choose_weights(path, requested='ema', prefer='latest'):
+  """(WEIGHTS entry to load, a line telling the user which and why) for a
+  command's --weights flag: 'ema' takes the moving average where the
+  checkpoint has one, else the raw parameters."""
+  if requested not in WEIGHTS:
+    raise ValueError(f'--weights={requested} must be one of '
+                     f'{", ".join(WEIGHTS)}.')
+  if requested == 'raw':
+    return 'raw', 'weights: raw (--weights=raw)'
+  if 'ema' in weights_available(path, prefer):
+    return 'ema', ("weights: EMA, the parameters' moving average "
+                   '(--weights=raw for the optimiser\'s own)')
+  return 'raw', 'weights: raw (this checkpoint keeps no moving average)'
+
+
 def load_pretrained(path, prefer='latest', weights='raw'):
   """Loads parameters and config from any checkpoint this project writes.
 

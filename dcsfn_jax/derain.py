@@ -14,9 +14,10 @@ own size), with --panels OUT/panels/NAME.png (input | derained), and with
 --niqe OUT/niqe.csv plus NIQE before/after on the terminal (Y channel, no
 border crop; lower is more natural). Unreadable or oversized files are
 reported by name and skipped; the rest continue, and the exit status is then
-non-zero. OUT may not be, lie inside or contain the input folder; existing
-outputs are replaced only with --overwrite, and only if this project wrote
-them.
+non-zero. Weights that record no model config are taken as the authors'
+release (BGR), which a `note:` line says. OUT may not be, lie inside or
+contain the input folder; existing outputs are replaced only with
+--overwrite, and only if this project wrote them.
 """
 import os
 import sys

@@ -46,6 +46,9 @@ def _define_flags():
                       'directory.')
   flags.DEFINE_enum('prefer', 'latest', ['latest', 'best'],
                     'Which checkpoint of a training workdir to describe.')
+  flags.DEFINE_enum('weights', 'ema', list(checkpointing.WEIGHTS),
+                    'With --workdir: the moving average (ema, where the '
+                    'checkpoint keeps one) or the raw parameters.')
   flags.DEFINE_integer('height', 256, 'Image height for FLOPs and MACs.',
                        lower_bound=1)
   flags.DEFINE_integer('width', 256, 'Image width for FLOPs and MACs.',
@@ -86,8 +89,10 @@ def _load():
              '--workdir (a checkpoint).')
   if f.workdir is not None:
     workdir = paths.expand(f.workdir)
-    params, config = checkpointing.load_pretrained(workdir, f.prefer)
-    return config, params, f'checkpoint {workdir}'
+    weights, note = checkpointing.choose_weights(workdir, f.weights,
+                                                 f.prefer)
+    params, config = checkpointing.load_pretrained(workdir, f.prefer, weights)
+    return config, params, f'checkpoint {workdir}; {note}'
   config, source = _from_config()
   return config, None, source
 

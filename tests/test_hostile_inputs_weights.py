@@ -101,19 +101,20 @@ def test_pth_round_trip_keeps_the_channel_order_and_the_output(
   _assert_quiet(result)
   assert ("channel_order='rgb', recorded in the file by dcsfn_jax.export"
           in result.stdout)
-  _, config = checkpointing.load_pretrained(imported)
+  params, config = checkpointing.load_pretrained(imported)
   assert config.model.to_dict() == _rgb_config().to_dict()
+  # Same numbers and config as the original: the same derained output.
+  jax.tree.map(np.testing.assert_array_equal, params,
+               checkpointing.load_pretrained(rgb_model)[0])
 
   derained = {}
   for name, weights in [('original', f'--workdir={rgb_model}'),
-                        ('imported', f'--workdir={imported}'),
                         ('export', f'--torch-checkpoint={exported}')]:
     result = _run(tmp_path, 'dcsfn_jax.derain', weights,
                   f'--input={photos}', f'--output={tmp_path / name}')
     _assert_quiet(result)
     assert 'note:' not in result.stdout  # nothing had to be assumed
     derained[name] = images.read_image(tmp_path / name / 'rain.png')
-  np.testing.assert_array_equal(derained['imported'], derained['original'])
   np.testing.assert_array_equal(derained['export'], derained['original'])
 
 
@@ -123,26 +124,28 @@ def _tiny_released_config():
   return config
 
 
-@pytest.mark.parametrize('form', ['state_dict', 'training_file'])
-def test_released_files_import_as_bgr_and_say_why(tmp_path, form):
+def test_released_files_import_as_bgr_and_say_why(tmp_path):
   torch.manual_seed(0)
   state_dict = build_torch_model(_tiny_released_config()).state_dict()
-  path = tmp_path / 'latest_net'
-  if form == 'state_dict':
-    torch.save(state_dict, path)
-  else:  # as the authors' training loop saved it
-    torch.save({'net': {f'module.{k}': v for k, v in state_dict.items()},
-                'clock_net': 1500, 'opt_net': {'state': {}}}, path)
-  before = _md5(path)
-  result = _run(tmp_path, 'dcsfn_jax.import_torch', f'--checkpoint={path}',
-                f'--output={tmp_path / "imported"}',
-                '--model_override=channels=4', '--model_override=num_blocks=2',
-                '--model_override=convs_per_scale=2')
+  plain = tmp_path / 'net_10_epoch'
+  torch.save(state_dict, plain)
+  training = tmp_path / 'latest_net'  # as the authors' training loop saved it
+  torch.save({'net': {f'module.{k}': v for k, v in state_dict.items()},
+              'clock_net': 1500, 'opt_net': {'state': {}}}, training)
+  before = {path: _md5(path) for path in (plain, training)}
+  overrides = ['channels=4', 'num_blocks=2', 'convs_per_scale=2']
+  result = _run(tmp_path, 'dcsfn_jax.import_torch',
+                f'--checkpoint={training}', f'--output={tmp_path / "cli"}',
+                *[f'--model_override={o}' for o in overrides])
   _assert_quiet(result)
   assert ASSUMED in result.stdout
-  _, config = checkpointing.load_pretrained(tmp_path / 'imported')
-  assert config.model.channel_order == 'bgr'
-  assert _md5(path) == before
+  summary = torch_files.import_torch_checkpoint(
+      os.fspath(plain), os.fspath(tmp_path / 'api'), 'official', overrides)
+  assert summary['channel_order_source'] == ASSUMED.split(', ', 1)[1]
+  for output in ('cli', 'api'):
+    _, config = checkpointing.load_pretrained(tmp_path / output)
+    assert config.model.channel_order == 'bgr'
+  assert before == {path: _md5(path) for path in before}
 
 
 def test_derain_says_which_channel_order_it_assumed(photos, tmp_path):

@@ -158,7 +158,8 @@ def test_export_refuses_bad_outputs(imported, tmp_path):
                                           ('dcsfn_jax.import_torch',
                                            '--checkpoint')])
 def test_cli_help_documents_usage_and_flags(module, flag):
-  result = _run(module, '--helpshort')  # absl exits 1 after printing help
+  result = _run(module, '--help')
+  assert result.returncode == 0, result.stderr
   assert f'python -m {module}' in result.stdout, result.stderr
   assert flag in result.stdout
 

@@ -1,4 +1,4 @@
-"""grain input pipeline: augmented training patches.
+"""grain input pipeline: training examples, augmented on the device.
 
 Training stream. Epoch e visits the examples in the permutation drawn from
 (seed, e), dropping the last N mod G examples (G = global batch size). Global
@@ -9,17 +9,21 @@ draws only from (seed, e, example index), so a stream depends on nothing but
 its arguments, and grain's iterator state (the next position, JSON-able)
 resumes it exactly.
 
-Released augmentation (REFERENCE §3), applied to rainy and clean stacked as one
-6-channel array so both get the same geometry:
+Released augmentation (REFERENCE §3), drawn here and applied on the device
+(`data.augment.released_patches`, called by the train step) to rainy and
+clean stacked as one 6-channel array, so both get the same geometry:
   1. crop height and width drawn independently from P + [-P/4, P/4]
      (48..80 for P=64), at a uniform position;
   2. bilinear resize to P x P (half-pixel centres, as cv2.resize);
   3. horizontal flip with probability 1/2;
   4. rotation by an integer angle in [-30, 30] degrees about the patch centre,
      bilinear, zero (black) outside the patch.
+The host cuts a fixed window around the crop (`augment.window_size`, 84 px
+at P=64; image edges replicated) and sends it as uint8 with the draw; the
+device composes the four steps into one affine map and samples it once.
 Unlike the released loader, every range is inclusive and the centre is the
 true centre, (P-1)/2; the released code's repeated RandomState is not
-reproduced. 'crop' mode takes a plain P x P crop.
+reproduced. 'crop' mode takes a plain P x P crop on the host.
 """
 import dataclasses
 import functools
@@ -30,6 +34,7 @@ from typing import Literal
 import grain
 import numpy as np
 
+from dcsfn_jax.data import augment
 from dcsfn_jax.metrics import to_float
 
 _SHUFFLE_STREAM = 0
@@ -46,54 +51,6 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
   rng = np.random.default_rng(
       np.random.SeedSequence(seed, spawn_key=(_SHUFFLE_STREAM, epoch)))
   return rng.permutation(num_examples)
-
-
-def _interpolation_taps(in_size: int, out_size: int):
-  """Indices and weights of bilinear resizing along one axis (half-pixel)."""
-  position = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
-  position = np.clip(position, 0, in_size - 1)
-  low = np.floor(position).astype(np.int64)
-  high = np.minimum(low + 1, in_size - 1)
-  return low, high, (position - low).astype(np.float32)
-
-
-def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """[h, w, c] -> [height, width, c], bilinear with half-pixel centres."""
-  row_low, row_high, row_weight = _interpolation_taps(image.shape[0], height)
-  col_low, col_high, col_weight = _interpolation_taps(image.shape[1], width)
-  rows = (image[row_low] * (1 - row_weight)[:, None, None]
-          + image[row_high] * row_weight[:, None, None])
-  return (rows[:, col_low] * (1 - col_weight)[None, :, None]
-          + rows[:, col_high] * col_weight[None, :, None])
-
-
-def rotate_bilinear(image: np.ndarray, degrees: float) -> np.ndarray:
-  """Rotates [h, w, c] counter-clockwise (as displayed) about its centre.
-
-  Bilinear; samples outside the image are zero, so corners turn black.
-  """
-  height, width = image.shape[:2]
-  center_y, center_x = (height - 1) / 2, (width - 1) / 2
-  theta = np.deg2rad(degrees)
-  out_y, out_x = np.meshgrid(np.arange(height, dtype=np.float32) - center_y,
-                             np.arange(width, dtype=np.float32) - center_x,
-                             indexing='ij')
-  # Inverse map: the source of each output pixel (y axis points down).
-  src_x = np.cos(theta) * out_x - np.sin(theta) * out_y + center_x
-  src_y = np.sin(theta) * out_x + np.cos(theta) * out_y + center_y
-  x0 = np.floor(src_x).astype(np.int64)
-  y0 = np.floor(src_y).astype(np.int64)
-  fx = (src_x - x0)[..., None]
-  fy = (src_y - y0)[..., None]
-  padded = np.pad(image, ((1, 1), (1, 1), (0, 0)))
-
-  def tap(y, x):
-    inside = (y >= -1) & (y <= height) & (x >= -1) & (x <= width)
-    values = padded[np.clip(y + 1, 0, height + 1), np.clip(x + 1, 0, width + 1)]
-    return np.where(inside[..., None], values, 0)
-
-  return ((1 - fy) * ((1 - fx) * tap(y0, x0) + fx * tap(y0, x0 + 1))
-          + fy * ((1 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,13 +80,14 @@ def draw_released(rng: np.random.Generator, height: int, width: int,
                                MAX_ROTATION_DEGREES + 1)))
 
 
-def apply_released(crop: np.ndarray, draw: ReleasedDraw,
-                   patch_size: int) -> np.ndarray:
-  """The crop [crop_height, crop_width, C] -> [P, P, C]: resize, flip, rotate."""
-  patch = resize_bilinear(crop, patch_size, patch_size)
-  if draw.flip:
-    patch = patch[:, ::-1]
-  return rotate_bilinear(patch, draw.degrees)
+def cut_window(image: np.ndarray, top: int, left: int,
+               size: int) -> np.ndarray:
+  """image[top:top+size, left:left+size] of [h, w, c], rows and columns
+  outside the image replaced by the nearest edge (a copy, same dtype)."""
+  height, width = image.shape[:2]
+  rows = np.clip(np.arange(top, top + size), 0, height - 1)
+  cols = np.clip(np.arange(left, left + size), 0, width - 1)
+  return image[rows[:, None], cols[None, :]]
 
 
 def _resolve_process(process_index: int | None,
@@ -206,23 +164,27 @@ class _TrainPatches:
     size = self._patch_size
     if self._augment == 'released':
       draw = draw_released(rng, height, width, size)
-      top, left = draw.top, draw.left
-      crop_height, crop_width = draw.crop_height, draw.crop_width
-    else:
-      if min(height, width) < size:
-        raise ValueError(
-            f'Example {name!r} is {height}x{width}, smaller than '
-            f'patch_size={size}; lower patch_size or use '
-            "augment='released', which crops no more than the image.")
-      top = int(rng.integers(0, height - size + 1))
-      left = int(rng.integers(0, width - size + 1))
-      crop_height = crop_width = size
+      window = np.concatenate(
+          [cut_window(image, draw.top - augment.WINDOW_MARGIN,
+                      draw.left - augment.WINDOW_MARGIN,
+                      augment.window_size(size)) for image in (rainy, clean)],
+          axis=-1)
+      return {'window': window,
+              'crop_size': np.asarray([draw.crop_height, draw.crop_width],
+                                      np.int32),
+              'flip': np.bool_(draw.flip),
+              'degrees': np.int32(draw.degrees)}
+    if min(height, width) < size:
+      raise ValueError(
+          f'Example {name!r} is {height}x{width}, smaller than '
+          f'patch_size={size}; lower patch_size or use '
+          "augment='released', which crops no more than the image.")
+    top = int(rng.integers(0, height - size + 1))
+    left = int(rng.integers(0, width - size + 1))
     # Cut before converting: the float copy of a whole photo costs more than
-    # the augmentation itself.
-    window = (slice(top, top + crop_height), slice(left, left + crop_width))
+    # the crop itself.
+    window = (slice(top, top + size), slice(left, left + size))
     patch = to_float(np.concatenate([rainy[window], clean[window]], axis=-1))
-    if self._augment == 'released':
-      patch = apply_released(patch, draw, size)
     return {'rainy': np.ascontiguousarray(patch[..., :3], np.float32),
             'clean': np.ascontiguousarray(patch[..., 3:], np.float32)}
 
@@ -234,8 +196,12 @@ def train_iterator(source, *, global_batch_size: int, patch_size: int = 64,
                    prefetch_batches: int = 4, cache_mib: int = 1024):
   """Endless iterator of this host's share of each global batch.
 
-  Yields {'rainy', 'clean'}: float32 [global_batch_size / process_count,
-  patch_size, patch_size, 3] in [0, 1]. `get_state()` / `set_state(state)`
+  With B = global_batch_size / process_count, yields for augment='crop'
+  {'rainy', 'clean'}: float32 [B, patch_size, patch_size, 3] in [0, 1]; for
+  augment='released' the host windows and draws that the train step augments
+  on the device (`data.augment.released_patches`): {'window': uint8 [B, W,
+  W, 6] (rainy | clean, W = augment.window_size(patch_size)), 'crop_size':
+  int32 [B, 2] (height, width), 'flip': bool [B], 'degrees': int32 [B]}. `get_state()` / `set_state(state)`
   save and restore the position (a JSON-able dict). Hosts default to
   jax.process_index() / jax.process_count(). Up to `cache_mib` MiB of decoded
   examples stay in memory (first come, never evicted); the stream does not

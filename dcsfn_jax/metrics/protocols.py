@@ -43,14 +43,11 @@ PROTOCOL_DESCRIPTIONS = {
                 "MATLAB Y channel, PSNR 20log10(255/RMSE), SSIM 'valid' "
                 '11x11 Gaussian sigma 1.5 with L=255'),
     'y_float': ('DRSformer/RCDNet statistic.m: im2double of the uint8 '
-                'images, MATLAB double Y (16+65.481R+128.553G+24.966B)/255 '
-                'unrounded, PSNR peak 1, MATLAB ssim(255Y, 255Y_ref): 11x11 '
-                'Gaussian sigma 1.5 (Radius 1.5, 2*ceil(3*1.5)+1 taps), '
-                'replicate padding, DynamicRange 1 so C1=1e-4, C2=9e-4; '
-                'im2double, rgb2ycbcr and PSNR checked against GNU Octave '
-                '7.3 + image 2.14, SSIM against a float64 scipy reference '
-                "of MATLAB's documented ssim and an Octave imfilter "
-                "'replicate' restatement (tests/test_metrics_y_float.py)"),
+                'images, unrounded MATLAB Y, PSNR peak 1, MATLAB '
+                'ssim(255Y, 255Y_ref): 11x11 Gaussian sigma 1.5, replicate '
+                'padding, DynamicRange 1 (C1=1e-4, C2=9e-4); Y and PSNR '
+                'verified against GNU Octave 7.3 + image 2.14, SSIM against '
+                "Octave imfilter 'replicate' and a float64 scipy reference"),
 }
 
 # PSNR the released eval.py reports for a perfect output (MSE == 0).
@@ -107,6 +104,9 @@ def _shifted_filter(images, padding):
       widths = [(0, 0)] * images.ndim
       widths[axis] = (half, half)
       images = jnp.pad(images, widths)
+    # Each pass materialised on its own: fused with what produces or
+    # consumes it, XLA's CPU loop runs 10-20x slower.
+    images = jax.lax.optimization_barrier(images)
     length = images.shape[axis] - (SSIM_WINDOW - 1)
     total = None
     for offset, tap in enumerate(taps):
@@ -114,7 +114,7 @@ def _shifted_filter(images, padding):
                                         axis=axis)
       total = term if total is None else total + term
     images = total
-  return images
+  return jax.lax.optimization_barrier(images)
 
 
 def _ssim_map(a, b, padding, max_val, k1, k2, blur):

@@ -318,6 +318,9 @@ def _compute_lines(compute, reference):
   if compute['padded_to_minimum']:
     lines += ['Smaller than the network\'s minimum size: counted on the '
               'padded input the network runs on.', '']
+  if compute['while_loops']:
+    lines += [f"The graph holds {compute['while_loops']} while loop(s) whose "
+              'bodies are counted once.', '']
   if 'xla_flops_scanned_graph' in compute:
     lines += [f"XLA counts a scan's while body once: the scanned graph "
               f"(scan_blocks=True) would read "

@@ -11,6 +11,9 @@ import jax
 import ml_collections
 
 PRESETS = ('official', 'paper')
+# Fields that choose how the network computes, not its parameters: a run may
+# resume or fine-tune with other values of these.
+IMPLEMENTATION_FIELDS = ('dtype', 'scan_blocks', 'conv_impl')
 RECURRENT_UNITS = ('GRU', 'LSTM', 'RNN', 'Conv')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 DTYPES = ('float32', 'bfloat16')

@@ -19,6 +19,7 @@ import optax
 
 from dcsfn_jax import models
 from dcsfn_jax import parallel
+from dcsfn_jax.data import augment
 from dcsfn_jax.training import losses
 
 
@@ -111,7 +112,12 @@ def loss_and_grads(params, batch, *, model, config):
 
 
 def train_step(state, batch, *, model, optimizer, schedule, config):
-  """One Adam update on a global batch {'rainy', 'clean'}: [B, P, P, 3]."""
+  """One Adam update on a global batch: patches {'rainy', 'clean'} float32
+  [B, P, P, 3], or the released augmentation's host windows and draws
+  (`data.augment.WINDOW_KEYS`, from `data.pipeline`), which become patches
+  on the device first, on the batch's sharding (P = config.patch_size)."""
+  if augment.is_window_batch(batch):
+    batch = augment.released_patches(batch, config.patch_size)
   (loss, parts), grads = loss_and_grads(state['params'], batch, model=model,
                                         config=config)
   updates, opt_state = optimizer.update(grads, state['opt_state'],
@@ -133,7 +139,8 @@ def train_step(state, batch, *, model, optimizer, schedule, config):
 
 def make_train_step(model, optimizer, schedule, config, mesh):
   """`train_step` jitted over `mesh`: state replicated and donated, batch
-  split along 'data'. (state, global batch) -> (state, metrics)."""
+  (patches or host windows) split along 'data'. (state, global batch) ->
+  (state, metrics)."""
   replicated = parallel.replicated(mesh)
   return jax.jit(
       functools.partial(train_step, model=model, optimizer=optimizer,

@@ -79,7 +79,8 @@ def _check_same_model(config, saved, workdir, step):
         f'{saved.get("ema_decay", 0.0)}, or start a new --workdir with '
         f'--config.init_from={workdir}.')
   differing = sorted(field for field in config.model.keys()
-                     if saved.model.get(field) != config.model[field])
+                     if field not in models.IMPLEMENTATION_FIELDS
+                     and saved.model.get(field) != config.model[field])
   if not differing:
     return
   flags_back = ' '.join(f'--config.model.{field}={saved.model[field]}'
