@@ -45,6 +45,10 @@ def _define_flags():
                     'no model config (the authors\' release).')
   flags.DEFINE_enum('prefer', 'latest', ['latest', 'best'],
                     'Which checkpoint of a training workdir to use.')
+  flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], 'ema: the parameters\' '
+                    'moving average where the checkpoint keeps one (training '
+                    'with --config.ema_decay > 0), else the raw parameters; '
+                    'raw: always the optimiser\'s own.')
   flags.DEFINE_string('input', None, 'A photo or a folder of photos.')
   flags.DEFINE_string('output', None, 'Folder for the derained PNGs '
                       '(outside the input folder).')
@@ -90,7 +94,8 @@ def main(argv):
       derainer.check_niqe_csv(output, f.overwrite)
     notes = []
     params, model_config = derainer.load_model(
-        f.workdir, f.torch_checkpoint, f.preset, f.prefer, notes=notes)
+        f.workdir, f.torch_checkpoint, f.preset, f.prefer, notes=notes,
+        weights=f.weights)
     model = derainer.Derainer(params, model_config, tile=f.tile,
                               overlap=f.tile_overlap,
                               batch_size=f.batch_size, bucket=f.bucket)

@@ -33,6 +33,10 @@ def _define_flags():
                       'directory or save_pretrained directory.')
   flags.DEFINE_enum('prefer', 'latest', ['latest', 'best'],
                     'Which checkpoint of a training workdir to evaluate.')
+  flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], 'ema: the parameters\' '
+                    'moving average where the checkpoint keeps one (training '
+                    'with --config.ema_decay > 0), else the raw parameters; '
+                    'raw: always the optimiser\'s own.')
   flags.DEFINE_string('dataset', None, 'Dataset name, e.g. rain100h '
                       '(default: the checkpoint config\'s dataset).')
   flags.DEFINE_string('split', None, 'Split to evaluate (default: the '
@@ -71,10 +75,11 @@ def main(argv):
         f.workdir, dataset=f.dataset, split=f.split, data_dir=f.data_dir,
         protocols=f.protocol, bucket=f.bucket, output_dir=f.output,
         prefer=f.prefer, batch_size=f.batch_size, panels=f.panels,
-        limit=f.limit, overwrite=f.overwrite,
+        limit=f.limit, overwrite=f.overwrite, weights=f.weights,
         progress=sys.stderr.isatty())  # no bars in captured logs
   except (ValueError, OSError) as error:
     sys.exit(f'error: {error}')
+  print(summary['weights_note'])
   print(report.markdown_table(summary,
                               f"{summary['dataset']}/{summary['split']}"))
   print(f"{summary['compilations']} compilation(s) on {summary['devices']} "

@@ -202,8 +202,7 @@ def test_sharded_batch_stays_sharded_and_equals_one_device():
   out = compiled(sharded)
   assert out['rainy'].sharding.is_equivalent_to(parallel.batch_sharded(mesh),
                                                 4)
-  one = jax.jit(lambda b: augment.released_patches(b, P),
-                device=devices[0])(batch)
+  one = augment_fn(jax.device_put(batch, devices[0]))
   np.testing.assert_allclose(np.asarray(out['rainy']), np.asarray(one['rainy']),
                              atol=1e-6)
 

@@ -1,13 +1,19 @@
-"""The grain pipeline: released augmentation, determinism, resume, host shares."""
+"""The grain pipeline: the released draws and host windows, determinism,
+resume, host shares. The windows' augmentation on the device is tested in
+tests/test_data_augment.py."""
 import collections
 import json
 
 import numpy as np
 import pytest
 
+from dcsfn_jax.data import augment
 from dcsfn_jax.data import load_split
 from dcsfn_jax.data import pipeline
 from dcsfn_jax.data import sources
+
+WINDOW = augment.window_size(64)
+MARGIN = augment.WINDOW_MARGIN
 
 
 def constant_source(num_examples: int, height: int = 90, width: int = 100):
@@ -18,9 +24,18 @@ def constant_source(num_examples: int, height: int = 90, width: int = 100):
 
 
 def example_ids(batch) -> list[int]:
-  """Source index of each patch, read from its (never black) centre pixel."""
-  centre = batch['rainy'][:, 31:33, 31:33, 0].mean(axis=(1, 2))
-  return [round(value * 255 / 2) - 1 for value in centre]
+  """Source index of each example of a constant_source, read from a pixel of
+  its window (augment='released') or patch ('crop')."""
+  if 'window' in batch:
+    return [int(value) // 2 - 1 for value in batch['window'][:, 0, 0, 0]]
+  return [round(value * 255 / 2) - 1 for value in batch['rainy'][:, 0, 0, 0]]
+
+
+def assert_same_batches(want, got):
+  for a, b in zip(want, got, strict=True):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def take(iterator, count):
@@ -40,22 +55,55 @@ def test_draw_ranges_match_the_released_recipe():
   assert small.crop_height <= 50 and small.crop_width <= 40
 
 
-def test_rotation_is_counter_clockwise_with_black_corners():
-  image = np.random.default_rng(0).random((9, 9, 2)).astype(np.float32)
-  np.testing.assert_allclose(pipeline.rotate_bilinear(image, 90),
-                             np.rot90(image, k=1, axes=(0, 1)), atol=1e-5)
-  ones = np.ones((64, 64, 1), np.float32)
-  rotated = pipeline.rotate_bilinear(ones, 30)
-  assert rotated[0, 0, 0] == 0 and rotated[-1, -1, 0] == 0, 'corners are black'
-  assert rotated[32, 32, 0] == pytest.approx(1.0)
+def test_the_draws_and_the_shuffle_keep_their_random_streams():
+  # Pinned from the host augmentation this pipeline replaced: moving the
+  # geometry to the device changed no draw.
+  draws = [pipeline.draw_released(pipeline._example_rng(seed, epoch, index),
+                                  90, 100, 64)
+           for seed, epoch, index in ((66, 0, 3), (66, 1, 3), (7, 2, 11))]
+  assert draws == [
+      pipeline.ReleasedDraw(top=25, left=17, crop_height=48, crop_width=53,
+                            flip=False, degrees=-26),
+      pipeline.ReleasedDraw(top=4, left=19, crop_height=78, crop_width=52,
+                            flip=False, degrees=-19),
+      pipeline.ReleasedDraw(top=0, left=23, crop_height=80, crop_width=67,
+                            flip=False, degrees=-2)]
+  np.testing.assert_array_equal(pipeline.epoch_permutation(66, 0, 10),
+                                [7, 2, 5, 4, 6, 0, 1, 3, 9, 8])
 
 
-def test_resize_keeps_equal_sizes_and_averages_halfway():
-  image = np.arange(12, dtype=np.float32).reshape(3, 4, 1)
-  np.testing.assert_array_equal(pipeline.resize_bilinear(image, 3, 4), image)
-  row = np.array([[[0.0], [10.0]]], np.float32)
-  np.testing.assert_allclose(pipeline.resize_bilinear(row, 1, 4)[0, :, 0],
-                             [0.0, 2.5, 7.5, 10.0])
+def test_window_holds_the_drawn_crop_with_the_image_edges_replicated():
+  # Pixel (y, x) of example i holds (y, x, i), so a window shows where it was
+  # cut from and which example it is.
+  height, width = 90, 100
+  rows, cols = np.indices((height, width))
+  source = [{'rainy': np.stack([rows, cols, np.full_like(rows, i)],
+                               -1).astype(np.uint8),
+             'clean': np.stack([cols, rows, np.full_like(rows, i)],
+                               -1).astype(np.uint8),
+             'name': f'x{i}'} for i in range(8)]
+  batch = next(pipeline.train_iterator(source, global_batch_size=8, seed=5,
+                                       process_index=0, process_count=1))
+  assert batch['window'].shape == (8, WINDOW, WINDOW, 6)
+  assert batch['window'].dtype == np.uint8
+  assert batch['crop_size'].dtype == np.int32
+  assert batch['degrees'].dtype == np.int32
+  assert batch['flip'].dtype == bool
+  for slot, window in enumerate(batch['window']):
+    index = int(window[0, 0, 2])
+    draw = pipeline.draw_released(pipeline._example_rng(5, 0, index), height,
+                                  width, 64)
+    assert tuple(batch['crop_size'][slot]) == (draw.crop_height,
+                                               draw.crop_width)
+    assert bool(batch['flip'][slot]) == draw.flip
+    assert int(batch['degrees'][slot]) == draw.degrees
+    offsets = np.arange(WINDOW) - MARGIN
+    want_rows = np.clip(draw.top + offsets, 0, height - 1)
+    want_cols = np.clip(draw.left + offsets, 0, width - 1)
+    np.testing.assert_array_equal(window[:, 0, 0], want_rows)
+    np.testing.assert_array_equal(window[0, :, 1], want_cols)
+    np.testing.assert_array_equal(window[..., 3], window[..., 1])  # clean
+    np.testing.assert_array_equal(window[..., 4], window[..., 0])
 
 
 @pytest.mark.parametrize('augment', ['released', 'crop'])
@@ -69,11 +117,19 @@ def test_rainy_and_clean_get_the_same_geometry(augment):
                                      augment=augment, process_index=0,
                                      process_count=1)
   for batch in take(iterator, 3):
-    assert batch['rainy'].shape == (4, 64, 64, 3)
-    assert batch['rainy'].dtype == np.float32
-    np.testing.assert_allclose(batch['rainy'], 2 * batch['clean'], atol=1e-6)
-    # Four draws of one image give four different patches.
-    assert len({b.tobytes() for b in batch['rainy']}) == 4
+    if augment == 'released':
+      # The same window for both; the device gives both the same map.
+      windows = batch['window'].astype(np.int32)
+      np.testing.assert_array_equal(windows[..., :3], 2 * windows[..., 3:])
+      patches = batch['window']
+    else:
+      assert batch['rainy'].shape == (4, 64, 64, 3)
+      assert batch['rainy'].dtype == np.float32
+      np.testing.assert_allclose(batch['rainy'], 2 * batch['clean'],
+                                 atol=1e-6)
+      patches = batch['rainy']
+    # Four draws of one image give four different windows or patches.
+    assert len({p.tobytes() for p in patches}) == 4
 
 
 def test_crop_mode_is_an_exact_crop():
@@ -108,10 +164,8 @@ def test_same_seed_same_batches_with_or_without_cache(synthetic_data_dir):
                                         cache_mib=cache_mib), 5)
 
   first, again, other = batches(5), batches(5, cache_mib=0), batches(6)
-  for a, b in zip(first, again):
-    np.testing.assert_array_equal(a['rainy'], b['rainy'])
-    np.testing.assert_array_equal(a['clean'], b['clean'])
-  assert not np.array_equal(first[0]['rainy'], other[0]['rainy'])
+  assert_same_batches(first, again)
+  assert not np.array_equal(first[0]['window'], other[0]['window'])
 
 
 def test_saved_state_resumes_the_exact_stream(synthetic_data_dir):
@@ -127,9 +181,7 @@ def test_saved_state_resumes_the_exact_stream(synthetic_data_dir):
   state = json.loads(json.dumps(interrupted.get_state()))
   resumed = fresh()
   resumed.set_state(state)
-  for want, got in zip(uninterrupted[3:], take(resumed, 3)):
-    np.testing.assert_array_equal(want['rainy'], got['rainy'])
-    np.testing.assert_array_equal(want['clean'], got['clean'])
+  assert_same_batches(uninterrupted[3:], take(resumed, 3))
 
 
 def test_host_parts_are_disjoint_and_make_the_global_batch():
@@ -144,7 +196,7 @@ def test_host_parts_are_disjoint_and_make_the_global_batch():
     assert all(len(ids) == 2 for ids in host_ids)
     flat = sum(host_ids, [])
     assert len(set(flat)) == 6, f'step {step}: hosts overlap: {host_ids}'
-    for key in ('rainy', 'clean'):
+    for key in global_batch:
       np.testing.assert_array_equal(
           np.concatenate([parts[host][step][key] for host in range(3)]),
           global_batch[key])

@@ -1,15 +1,22 @@
 """EMA of the parameters and gradient accumulation: exact, and checked."""
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import optax
 import pytest
 
+from dcsfn_jax import checkpointing
 from dcsfn_jax import models
 from dcsfn_jax import parallel
 from dcsfn_jax.training import config as train_config
 from dcsfn_jax.training import inputs
 from dcsfn_jax.training import schedules
 from dcsfn_jax.training import state as state_lib
+from dcsfn_jax.training import trainer
+import smoke_config
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')
 
@@ -115,3 +122,32 @@ def test_bad_values_are_named(fields, message):
   config = _config(dataset='synthetic_rain', **fields)
   with pytest.raises(train_config.ConfigError, match=message):
     train_config.validate(config)
+
+
+def test_commands_use_the_moving_average_and_say_so(tmp_path,
+                                                   synthetic_data_dir):
+  config = smoke_config.smoke_config(synthetic_data_dir)
+  config.ema_decay = 0.5
+  result = trainer.train_and_evaluate(config, tmp_path / 'run')
+  assert {'ema_psnr', 'ema_ssim'} <= set(result)
+  assert checkpointing.weights_available(tmp_path / 'run') == ('raw', 'ema')
+  raw, _ = checkpointing.load_pretrained(tmp_path / 'run', weights='raw')
+  ema, _ = checkpointing.load_pretrained(tmp_path / 'run', weights='ema')
+  assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(raw),
+                                            jax.tree.leaves(ema)))
+  assert checkpointing.choose_weights(tmp_path / 'run')[0] == 'ema'
+  assert checkpointing.choose_weights(tmp_path / 'run', 'raw')[0] == 'raw'
+
+  exported = subprocess.run(
+      [sys.executable, '-m', 'dcsfn_jax.export',
+       f'--workdir={tmp_path / "run"}',
+       f'--output={tmp_path / "ema.safetensors"}'],
+      capture_output=True, text=True, timeout=300, check=False,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert exported.returncode == 0, exported.stderr[-2000:]
+  assert 'weights: EMA' in exported.stdout
+
+  config.ema_decay = 0.0
+  trainer.train_and_evaluate(config, tmp_path / 'plain')
+  used, note = checkpointing.choose_weights(tmp_path / 'plain')
+  assert used == 'raw' and 'keeps no moving average' in note

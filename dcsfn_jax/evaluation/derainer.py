@@ -46,19 +46,23 @@ class Result:
 
 
 def load_model(workdir=None, torch_checkpoint=None, preset='official',
-               prefer='latest', notes=None):
+               prefer='latest', notes=None, weights='ema'):
   """(params, model_config) from a project checkpoint or PyTorch weights.
 
   notes: a list that gets a line for each assumption made (weights that
   record no model config are taken as the authors' BGR release), for the
-  caller to show.
+  caller to show, and which weights of a project checkpoint were used.
+  weights: 'ema' or 'raw', see `checkpointing.choose_weights`.
   """
   if (workdir is None) == (torch_checkpoint is None):
     raise ValueError('Pass exactly one of --workdir and --torch-checkpoint.')
   if workdir is not None:
     from dcsfn_jax import checkpointing  # pylint: disable=g-import-not-at-top
-    params, config = checkpointing.load_pretrained(paths.expand(workdir),
-                                                   prefer=prefer)
+    workdir = paths.expand(workdir)
+    weights, note = checkpointing.choose_weights(workdir, weights, prefer)
+    if notes is not None:
+      notes.append(note)
+    params, config = checkpointing.load_pretrained(workdir, prefer, weights)
     return params, config.model
   # Imported here: only this path needs torch or safetensors.
   from dcsfn_jax.export import convert  # pylint: disable=g-import-not-at-top

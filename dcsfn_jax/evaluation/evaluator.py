@@ -230,7 +230,7 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
                         protocols=metrics.PROTOCOLS, bucket=False,
                         output_dir=None, prefer='latest', batch_size=None,
                         panels=True, limit=None, overwrite=False,
-                        progress=True):
+                        progress=True, weights='ema'):
   """Loads a checkpoint, evaluates it and writes the report.
 
   Args mirror the `evaluate` command's flags; `limit` is a positive count of
@@ -264,7 +264,8 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
     check_output(paths.expand(output_dir))
   workdir = paths.expand(workdir)
   checkpoint = checkpointing.resolve(workdir, prefer=prefer)
-  params, config = checkpointing.load_pretrained(checkpoint)
+  weights, weights_note = checkpointing.choose_weights(checkpoint, weights)
+  params, config = checkpointing.load_pretrained(checkpoint, weights=weights)
   dataset = dataset or config.get('dataset')
   split = split or config.get('eval_split') or 'test'
   data_dir = paths.expand(data_dir or config.get('data_dir')) or None
@@ -294,6 +295,8 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
         progress=progress)
     summary.update({
         'checkpoint': checkpoint,
+        'weights': weights,
+        'weights_note': weights_note,
         'dataset': dataset,
         'split': split,
         'data_dir': data_dir,

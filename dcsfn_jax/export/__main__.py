@@ -31,6 +31,10 @@ def _define_flags():
                       'Weights file to write: *.pth or *.safetensors.')
   flags.DEFINE_enum('prefer', 'latest', ['latest', 'best'],
                     'Which step of a training workdir to export.')
+  flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], 'ema: the parameters\' '
+                    'moving average where the checkpoint keeps one (training '
+                    'with --config.ema_decay > 0), else the raw parameters; '
+                    'raw: always the optimiser\'s own.')
   flags.DEFINE_bool('overwrite', False, 'Replace --output if it exists.')
   flags.mark_flags_as_required(['workdir', 'output'])
 
@@ -42,9 +46,10 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)  # orbax logs every read and write
   try:
     summary = torch_files.export_checkpoint(f.workdir, f.output, f.prefer,
-                                            f.overwrite)
+                                            f.overwrite, f.weights)
   except (ValueError, OSError, ImportError) as error:
     sys.exit(f'error: {error}')
+  print(summary['weights_note'])
   print(f"Wrote {summary['tensors']} tensors ({summary['values']:,} values) "
         f"to {f.output}; they expect {summary['channel_order'].upper()} "
         'images in [0, 1], NCHW.')

@@ -238,7 +238,7 @@ def write_torch_weights(state_dict: dict, path: str, model_config) -> None:
 
 
 def export_checkpoint(workdir: str, output: str, prefer: str = 'latest',
-                      overwrite: bool = False) -> dict:
+                      overwrite: bool = False, weights: str = 'ema') -> dict:
   """Converts the checkpoint at `workdir` and writes `output`; returns a summary.
   """
   output = os.fspath(output)
@@ -249,7 +249,8 @@ def export_checkpoint(workdir: str, output: str, prefer: str = 'latest',
     raise FileExistsError(f'{output} exists; pass --overwrite to replace it.')
   if not output.endswith(('.pth', '.safetensors')):
     raise ValueError(f'--output {output} must end in .pth or .safetensors.')
-  params, config = checkpointing.load_pretrained(workdir, prefer=prefer)
+  weights, weights_note = checkpointing.choose_weights(workdir, weights, prefer)
+  params, config = checkpointing.load_pretrained(workdir, prefer, weights)
   if 'model' not in config:
     raise ValueError(f'The checkpoint at {workdir} has no model config '
                      f'(config fields: {sorted(config.keys())}).')
@@ -272,4 +273,5 @@ def export_checkpoint(workdir: str, output: str, prefer: str = 'latest',
     raise
   return {'tensors': len(state_dict),
           'values': sum(v.size for v in state_dict.values()),
-          'channel_order': config.model.channel_order}
+          'channel_order': config.model.channel_order,
+          'weights_note': weights_note}
