@@ -65,6 +65,9 @@ def _define_flags():
                     'buckets (few compilations) instead of running each at '
                     'its native size. CHANGES THE OUTPUT everywhere in the '
                     'photo.')
+  flags.DEFINE_bool('self_ensemble', False, 'Average the model over the 8 '
+                    'flips and rotations of each image, each undone '
+                    '(geometric self-ensemble): 8x the cost.')
   flags.DEFINE_integer('batch_size', None, 'Tiles per step (default: one '
                        'per device).')
   flags.DEFINE_bool('panels', False, 'Also write input|derained panels.')
@@ -98,7 +101,8 @@ def main(argv):
         weights=f.weights)
     model = derainer.Derainer(params, model_config, tile=f.tile,
                               overlap=f.tile_overlap,
-                              batch_size=f.batch_size, bucket=f.bucket)
+                              batch_size=f.batch_size, bucket=f.bucket,
+                              self_ensemble=f.self_ensemble)
   except (ValueError, OSError, ImportError) as error:
     sys.exit(f'error: {error}')
   for note in notes:  # e.g. the channel order assumed for released weights

@@ -51,6 +51,9 @@ def _define_flags():
                     'buckets (few compilations) instead of running each at '
                     'its native size. CHANGES THE OUTPUTS everywhere in the '
                     'image, so the figures are no longer the network\'s own.')
+  flags.DEFINE_bool('self_ensemble', False, 'Average the model over the 8 '
+                    'flips and rotations of each image, each undone '
+                    '(geometric self-ensemble): 8x the cost.')
   flags.DEFINE_string('output', None, 'Output directory (default: '
                       'WORKDIR/eval/DATASET-SPLIT, or CHECKPOINT_eval/'
                       'DATASET-SPLIT for a checkpoint directory).')
@@ -76,6 +79,7 @@ def main(argv):
         protocols=f.protocol, bucket=f.bucket, output_dir=f.output,
         prefer=f.prefer, batch_size=f.batch_size, panels=f.panels,
         limit=f.limit, overwrite=f.overwrite, weights=f.weights,
+        self_ensemble=f.self_ensemble,
         progress=sys.stderr.isatty())  # no bars in captured logs
   except (ValueError, OSError) as error:
     sys.exit(f'error: {error}')

@@ -5,7 +5,6 @@
 # launch/README.md.
 set -euo pipefail
 
-readonly JAX_VERSION=0.10.2
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
 
@@ -14,7 +13,8 @@ usage() {
 Usage: launch/gpu.sh [--dry-run] COMMAND [FLAGS] [-- TRAINER_FLAGS...]
 
 Commands
-  install   install this checkout and "jax[cuda12]==0.10.2" into --python's
+  install   install this checkout with its cuda12 (or --cuda 13) extra, i.e.
+            jax[cuda12] at the version pyproject.toml pins, into --python's
             environment (a virtualenv is recommended)
   train     run the trainer on this host, one process over all its GPUs (or
             --gpus N); with --coordinator_address, --num_processes and
@@ -78,7 +78,8 @@ trainer_words() {
 cmd_install() {
   [[ "${CUDA}" == 12 || "${CUDA}" == 13 ]] \
     || die "--cuda must be 12 or 13, got '${CUDA}'."
-  run "${PYTHON}" -m pip install -e "${REPO_ROOT}" "jax[cuda${CUDA}]==${JAX_VERSION}"
+  # The extra pins jax[cudaN] to the project's jax version (pyproject.toml).
+  run "${PYTHON}" -m pip install -e "${REPO_ROOT}[cuda${CUDA}]"
   run "${PYTHON}" -c 'import jax; print(jax.devices())'
 }
 

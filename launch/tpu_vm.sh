@@ -5,7 +5,6 @@
 # prints the gcloud commands instead of running them. See launch/README.md.
 set -euo pipefail
 
-readonly JAX_VERSION=0.10.2
 # Paths on the workers, written for the remote shell to expand $HOME.
 # shellcheck disable=SC2016
 readonly REMOTE_CHECKOUT='$HOME/dcsfn_jax' REMOTE_VENV='$HOME/dcsfn-venv' \
@@ -20,7 +19,8 @@ Commands
   create       create the TPU VM (a single host such as v4-8, or a pod slice
                such as v4-32)
   install      on every worker: Python 3.11 venv, the project from --repo at
-               --ref, "jax[tpu]==0.10.2", gcsfs and google-cloud-storage
+               --ref with its tpu extra (jax[tpu] at the version
+               pyproject.toml pins), gcsfs and google-cloud-storage
   upload-data  copy a local tfds data dir (made once with
                `python -m dcsfn_jax.data.prepare`) to --data_dir on GCS
   train        on every worker (--worker=all): copy --data_dir from GCS to the
@@ -104,7 +104,8 @@ cmd_install() {
     "git -C ${REMOTE_CHECKOUT} checkout --quiet --detach FETCH_HEAD"
     "python3 -m pip install --quiet --user --upgrade uv"
     "{ [ -x ${REMOTE_VENV}/bin/python ] || ${REMOTE_UV} venv --python 3.11 ${REMOTE_VENV}; }"
-    "${REMOTE_UV} pip install --python ${REMOTE_VENV}/bin/python -e ${REMOTE_CHECKOUT} 'jax[tpu]==${JAX_VERSION}' gcsfs google-cloud-storage"
+    # Double quotes: the remote shell expands $HOME but does not glob [tpu].
+    "${REMOTE_UV} pip install --python ${REMOTE_VENV}/bin/python -e \"${REMOTE_CHECKOUT}[tpu]\" gcsfs google-cloud-storage"
     "${REMOTE_VENV}/bin/python -c 'import dcsfn_jax, jax; print(\"jax\", jax.__version__)'"
   )
   tpu_vm ssh --worker=all "--command=$(join_steps "${steps[@]}")"

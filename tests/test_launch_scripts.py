@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -159,6 +160,19 @@ def _git_head(path):
                         check=True).stdout.strip()
 
 
+def _pyproject_extra(name):
+  text = (LAUNCH.parent / 'pyproject.toml').read_text()
+  return tomllib.loads(text)['project']['optional-dependencies'][name]
+
+
+def _jax_pin():
+  text = (LAUNCH.parent / 'pyproject.toml').read_text()
+  (pin,) = [line.split('==')[1] for line in
+            tomllib.loads(text)['project']['dependencies']
+            if line.startswith('jax==')]
+  return pin
+
+
 def _shellcheck():
   beside_python = pathlib.Path(sys.executable).parent / 'shellcheck'
   found = str(beside_python) if beside_python.exists() else shutil.which(
@@ -279,9 +293,14 @@ def test_tpu_up_installs_and_trains_on_every_worker(stand_ins, tmp_path):
       for home in stand_ins.worker_homes)
   installs = [c['args'] for c in stand_ins.calls('uv') if c['args'][0] == 'pip']
   assert len(installs) == 2, 'uv pip install did not run once per worker'
+  # The project's tpu extra brings jax[tpu] at the pinned version; the remote
+  # shell expanded $HOME and left the brackets alone.
+  assert _pyproject_extra('tpu') == [f'jax[tpu]=={_jax_pin()}']
+  assert sorted(install[install.index('-e') + 1] for install in installs) == (
+      sorted(f'{home}/dcsfn_jax[tpu]' for home in stand_ins.worker_homes))
   for install in installs:
-    assert 'jax[tpu]==0.10.2' in install
-    assert install[install.index('-e') + 1].endswith('/dcsfn_jax')
+    assert not any(a.startswith('jax') for a in install), (
+        'the script pins jax itself instead of using the extra')
   trainings = [c for c in stand_ins.calls('venv-python')
                if c['args'][:2] == ['-m', 'dcsfn_jax.train']]
   assert sorted(c['cwd'] for c in trainings) == sorted(
@@ -363,12 +382,13 @@ def test_gpu_single_host_uses_the_first_n_gpus():
       '--config.data_dir=/data/tfds', '--config.batch_size=32']
 
 
-def test_gpu_install_brings_cuda_jax_of_the_pinned_version():
-  pip, check = _dry_run(GPU, 'install', '--python', '.venv/bin/python',
-                        '--cuda', '13')
+@pytest.mark.parametrize('cuda', ['12', '13'])
+def test_gpu_install_brings_cuda_jax_of_the_pinned_version(cuda):
+  args = ['install', '--python', '.venv/bin/python']
+  pip, check = _dry_run(GPU, *args, *(['--cuda', cuda] if cuda != '12' else []))
   assert pip[:4] == ['.venv/bin/python', '-m', 'pip', 'install']
-  assert pip[4] == '-e' and pathlib.Path(pip[5]) == LAUNCH.parent
-  assert pip[6] == 'jax[cuda13]==0.10.2'
+  assert pip[4:] == ['-e', f'{LAUNCH.parent}[cuda{cuda}]']
+  assert _pyproject_extra(f'cuda{cuda}') == [f'jax[cuda{cuda}]=={_jax_pin()}']
   assert check[:2] == ['.venv/bin/python', '-c']
 
 

@@ -81,6 +81,18 @@ def test_install_keeps_pips_python_version_check():
         f'cell {index} still waives requires-python when installing')
 
 
+def test_install_takes_jax_from_the_projects_tpu_extra():
+  # pyproject's [tpu] extra pins jax[tpu] to the project's jax, so the
+  # notebook names no version of its own (tests/test_install_extras.py).
+  notebook = _read()
+  installs = [cell.source for cell in notebook.cells
+              if cell.cell_type == 'code' and "'pip', 'install'" in cell.source
+              and 'REPO_DIR' in cell.source]
+  assert len(installs) == 1, f'{len(installs)} cells install the project'
+  assert "'-e', f'{REPO_DIR}[tpu]'" in installs[0]
+  assert 'jax[tpu]==' not in installs[0]
+
+
 @pytest.mark.slow
 def test_notebook_runs_on_cpu_with_the_smoke_setting(tmp_path):
   from nbclient import NotebookClient  # pylint: disable=g-import-not-at-top

@@ -91,7 +91,7 @@ class Derainer:
   """Derains uint8 RGB photos of any size with one model."""
 
   def __init__(self, params, model_config, *, tile=None, overlap=None,
-               batch_size=None, bucket=False):
+               batch_size=None, bucket=False, self_ensemble=False):
     """Args:
       params, model_config: the model.
       tile: side of the tiles photos larger than this are cut into (None:
@@ -99,6 +99,7 @@ class Derainer:
       overlap: overlap of neighbouring tiles (default tile // 4).
       batch_size: images or tiles per step (default one per device).
       bucket: pad whole photos to shape buckets instead of native sizes.
+      self_ensemble: average over the 8 flips and rotations (8x the cost).
     """
     self.granule = models.minimum_size(model_config)
     if tile is not None:
@@ -110,7 +111,8 @@ class Derainer:
       if not 0 <= overlap < tile:
         raise ValueError(f'--tile_overlap={overlap} must be in [0, {tile}).')
     self.tile, self.overlap, self.bucket = tile, overlap, bucket
-    self.runner = inference.Runner(inference.forward_fn(model_config),
+    self.runner = inference.Runner(inference.forward_fn(model_config,
+                                                        self_ensemble),
                                    batch_size=batch_size)
     self._params = self.runner.place(
         models.runtime_layout(params, model_config))

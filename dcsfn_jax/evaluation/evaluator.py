@@ -67,20 +67,23 @@ class Evaluator:
   """
 
   def __init__(self, model_config=None, *, protocols=metrics.PROTOCOLS,
-               bucket=False, batch_size=None):
+               bucket=False, batch_size=None, self_ensemble=False):
     """Args:
       model_config: the model to run; None scores examples that carry their
         own 'derained' uint8 image (`score`).
       protocols: names from metrics.PROTOCOLS.
       bucket: pad images to shape buckets instead of native sizes.
       batch_size: images per step (default one per device).
+      self_ensemble: average the model over the 8 flips and rotations (8x
+        the cost; `ensemble`).
     """
     self.protocols = metrics.check_protocols(protocols)
     self.bucket = bucket
     self._granule = (1 if model_config is None
                      else models.minimum_size(model_config))
     forward = (None if model_config is None
-               else inference.forward_fn(model_config))
+               else inference.forward_fn(model_config, self_ensemble))
+    self.self_ensemble = self_ensemble
 
     def score_batch(params, batch):
       if forward is None:
@@ -194,6 +197,7 @@ class Evaluator:
         'protocols': {p: metrics.PROTOCOL_DESCRIPTIONS[p]
                       for p in self.protocols},
         'bucket': self.bucket,
+        'self_ensemble': self.self_ensemble,
         'shapes': sorted({row['shape'] for row in rows}),
         'compilations': self.compilations,
         'devices': self.runner.mesh.devices.size,
@@ -205,13 +209,13 @@ class Evaluator:
 def evaluate_examples(params, model_config, examples, *,
                       protocols=metrics.PROTOCOLS, bucket=False,
                       batch_size=None, output_dir=None, panels=True,
-                      progress=True):
+                      progress=True, self_ensemble=False):
   """`Evaluator(...).run` in one call, writing PNGs and panels to
   `output_dir` when given; returns (rows, summary) as `Evaluator.run`."""
   on_image = (None if output_dir is None
               else report.ImageWriter(output_dir, panels=panels))
   return Evaluator(model_config, protocols=protocols, bucket=bucket,
-                   batch_size=batch_size).run(
+                   batch_size=batch_size, self_ensemble=self_ensemble).run(
                        models.runtime_layout(params, model_config), examples,
                        on_image=on_image, progress=progress)
 
@@ -230,7 +234,7 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
                         protocols=metrics.PROTOCOLS, bucket=False,
                         output_dir=None, prefer='latest', batch_size=None,
                         panels=True, limit=None, overwrite=False,
-                        progress=True, weights='ema'):
+                        progress=True, weights='ema', self_ensemble=False):
   """Loads a checkpoint, evaluates it and writes the report.
 
   Args mirror the `evaluate` command's flags; `limit` is a positive count of
@@ -292,7 +296,7 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
     rows, summary = evaluate_examples(
         params, config.model, examples, protocols=protocols, bucket=bucket,
         batch_size=batch_size, output_dir=output_dir, panels=panels,
-        progress=progress)
+        progress=progress, self_ensemble=self_ensemble)
     summary.update({
         'checkpoint': checkpoint,
         'weights': weights,

@@ -18,6 +18,7 @@ import numpy as np
 
 from dcsfn_jax import models
 from dcsfn_jax import parallel
+from dcsfn_jax.evaluation import ensemble
 
 # Bucket sides in units of the model's minimum size: every integer up to 4,
 # then four steps per octave (<= 25% padding per side).
@@ -149,12 +150,16 @@ class Runner:
         outputs)
 
 
-def forward_fn(model_config):
-  """(params, {'rainy': [B, H, W, 3]}) -> {'derained': [B, H, W, 3]}."""
+def forward_fn(model_config, self_ensemble=False):
+  """(params, {'rainy': [B, H, W, 3]}) -> {'derained': [B, H, W, 3]}; with
+  `self_ensemble` the mean over the 8 flips and rotations (`ensemble`)."""
   model = models.build_model(model_config)
 
   def forward(params, batch):
-    return {'derained': model.apply({'params': params}, batch['rainy'])}
+    derain = lambda images: model.apply({'params': params}, images)
+    if self_ensemble:
+      derain = ensemble.self_ensemble(derain)
+    return {'derained': derain(batch['rainy'])}
 
   return forward
 

@@ -226,8 +226,8 @@ def official_metrics(derained, clean, sizes=None):
   ssim_planes = _ssim_map(planes(derained), planes(clean), 'same', 1.0, 0.01,
                           0.03, _shifted_filter)
   ssim_value = _image_mean(
-      jnp.moveaxis(ssim_planes.reshape(batch, channels, height, width), 1,
-                   -1), region)
+      ssim_planes.reshape(batch, channels, height, width),
+      jnp.moveaxis(region, -1, 1))
   return {'psnr': psnr, 'ssim': ssim_value}
 
 
