@@ -4,7 +4,7 @@
   python benchmarks/profile_step.py --devices=2 --steps=3
   python benchmarks/profile_step.py --smoke            # tiny model (CI-sized)
 
-Runs the trainer's own step (train.make_train_step) under
+Runs the trainer's own step (training.state.make_train_step) under
 `jax.profiler.trace`, keeps the trace (TensorBoard's profile plugin or
 Perfetto open it: --trace_dir) and prints the XLA operations that took the
 most time, grouped by kind (weight-gradient convolutions, other convolutions,
@@ -104,7 +104,9 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import models, parallel, train, train_config  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models, parallel  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.training import config as train_config  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
 
   config = train_config.base_config(_PRESET.value)
   batch_size, patch = 16, 64
@@ -115,9 +117,9 @@ def main(argv):
   model = models.build_model(config.model)
   mesh = parallel.make_mesh()
   optimizer = optax.adam(5e-4)
-  step_fn = train.make_train_step(model, optimizer, lambda _: 5e-4, config,
-                                  mesh)
-  state = parallel.replicate(train.create_train_state(
+  step_fn = state_lib.make_train_step(model, optimizer, lambda _: 5e-4,
+                                      config, mesh)
+  state = parallel.replicate(state_lib.create_train_state(
       model, optimizer, patch, jax.random.key(0)), mesh)
   rng = np.random.default_rng(0)
   batch = parallel.shard_batch(

@@ -12,7 +12,9 @@ so peak RSS is per case; a worker is PyTorch (the twin, all cores) or JAX on
 one of the --jax_devices counts of XLA host devices. The workers of a case are
 timed alternately, one run each in turn, and the medians of `--repeats` runs
 after `--warmup` runs are reported with seconds per megapixel, JAX's compile
-time, XLA's FLOP count, the achieved GFLOP/s as % of the machine's FP32 peak
+time, peak accelerator memory (JAX's `device.memory_stats()` on GPU/TPU,
+torch's CUDA allocator; the twin runs on CUDA when torch sees a GPU), XLA's
+FLOP count, the achieved GFLOP/s as % of the machine's FP32 peak
 (estimated from lscpu and /proc/cpuinfo), and the time ratios against PyTorch
 and against JAX on one device. Writes JSON (--json_out) and, except with
 --smoke, appends a dated table to benchmarks/RESULTS.md.
@@ -129,7 +131,8 @@ def _jax_case(case, config, shape, devices):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import models, parallel, train  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models, parallel  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training.config import base_config as base_train_config  # pylint: disable=g-import-not-at-top
 
   model = models.build_model(config)
@@ -153,9 +156,9 @@ def _jax_case(case, config, shape, devices):
     train_config = base_train_config()
     train_config.model = config
     optimizer = optax.adam(5e-4)
-    step_fn = train.make_train_step(model, optimizer, lambda _: 5e-4,
+    step_fn = state_lib.make_train_step(model, optimizer, lambda _: 5e-4,
                                     train_config, mesh)
-    state = [jax.device_put(train.create_train_state(
+    state = [jax.device_put(state_lib.create_train_state(
         model, optimizer, shape[1], jax.random.key(0)), replicated)]
     batch = {'rainy': rainy, 'clean': clean}
     start = time.perf_counter()
@@ -185,7 +188,8 @@ def _unrolled_flops(case, config, params, rainy, clean) -> float:
   dense-fusion work and the rematerialised forward.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax.training import losses, models  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.training import losses  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.scan_blocks = False
   model = models.build_model(config)
@@ -218,15 +222,18 @@ def _torch_ssim(a, b):
 
 
 def _torch_case(case, config, shape):
+  """On CUDA when torch sees a GPU, else on every CPU core."""
   import torch  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
   config = config.copy_and_resolve_references()
   config.dtype = 'float32'
-  net = build_torch_model(config)
-  rainy = torch.rand(shape[0], 3, *shape[1:])
-  clean = torch.rand(shape[0], 3, *shape[1:])
+  net = build_torch_model(config).to(device)
+  rainy = torch.rand(shape[0], 3, *shape[1:], device=device)
+  clean = torch.rand(shape[0], 3, *shape[1:], device=device)
+  synchronize = torch.cuda.synchronize if device == 'cuda' else lambda: None
   if case == 'train':
     optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
 
@@ -235,13 +242,15 @@ def _torch_case(case, config, shape):
       loss = -_torch_ssim(net(rainy), clean)
       loss.backward()
       optimizer.step()
+      synchronize()
   else:
     net.eval()
 
     def run_once():
       with torch.no_grad():
         net(rainy)
-  return run_once, {'compile_s': 0.0}, lambda: 0.0
+      synchronize()
+  return run_once, {'compile_s': 0.0, 'device': device}, lambda: 0.0
 
 
 def _worker(spec: str) -> None:
@@ -266,8 +275,24 @@ def _worker(spec: str) -> None:
     else:
       break
   peak_rss_gb = _peak_rss_gb()  # Before lowering the unrolled graph.
-  print(json.dumps({'peak_rss_gb': peak_rss_gb, 'flops': count_flops()}),
+  peak = _peak_device_gb(framework)
+  print(json.dumps({'peak_rss_gb': peak_rss_gb, 'flops': count_flops(),
+                    **({'peak_device_gb': peak} if peak is not None else {})}),
         flush=True)
+
+
+def _peak_device_gb(framework: str) -> float | None:
+  """Peak memory in use on the accelerator (GB), where it reports one: JAX's
+  `device.memory_stats()` (GPU, TPU; None on CPU), torch's CUDA allocator."""
+  if framework.startswith('jax'):
+    import jax  # pylint: disable=g-import-not-at-top
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get('peak_bytes_in_use')
+    return None if peak is None else peak / 2**30
+  import torch  # pylint: disable=g-import-not-at-top
+  if torch.cuda.is_available():
+    return torch.cuda.max_memory_allocated() / 2**30
+  return None
 
 
 # ------------------------------------------------------------------ parent --
@@ -358,9 +383,9 @@ def _markdown(report: dict) -> str:
       f"{report['versions'].get('torch', '-')}; load average "
       f"{report['load_average'][0]:.1f} before, "
       f"{report['load_average_after'][0]:.1f} after. {report['note']}\n",
-      '| case | worker | s | s/Mpx | compile s | peak RSS GB | XLA GFLOP | '
-      '% peak | PyTorch/this | JAX 1 device/this |',
-      '|---|---|---|---|---|---|---|---|---|---|']
+      '| case | worker | s | s/Mpx | compile s | peak RSS GB | peak device GB '
+      '| XLA GFLOP | % peak | PyTorch/this | JAX 1 device/this |',
+      '|---|---|---|---|---|---|---|---|---|---|---|']
   fmt = lambda d, k, p=2: f'{d[k]:.{p}f}' if k in d else '-'
   for case, r in report['cases'].items():
     for name, w in r['workers'].items():
@@ -369,7 +394,8 @@ def _markdown(report: dict) -> str:
           f"| {case} | {name} | {fmt(w, 'median_s')} | "
           f"{fmt(w, 'seconds_per_megapixel')} | "
           f"{fmt(w, 'compile_s', 1) if name != 'torch' else '-'} | "
-          f"{fmt(w, 'peak_rss_gb')} | {w.get('flops', 0) / 1e9:.0f} | "
+          f"{fmt(w, 'peak_rss_gb')} | {fmt(w, 'peak_device_gb')} | "
+          f"{w.get('flops', 0) / 1e9:.0f} | "
           f"{fmt(w, 'percent_of_peak', 0)} | "
           f"{fmt(ratios, f'torch/{name}')} | {fmt(ratios, f'jax/{name}')} |")
   return '\n'.join(lines) + '\n'

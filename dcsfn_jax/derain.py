@@ -105,8 +105,8 @@ def main(argv):
                               self_ensemble=f.self_ensemble)
   except (ValueError, OSError, ImportError) as error:
     sys.exit(f'error: {error}')
-  for note in notes:  # e.g. the channel order assumed for released weights
-    print(f'note: {note}')
+  for note in notes:  # the weights used, or the channel order assumed
+    print(note)
   results = derainer.derain_files(
       model, inputs, output, panels=f.panels, with_niqe=f.niqe,
       overwrite=f.overwrite, max_pixels=f.max_pixels,

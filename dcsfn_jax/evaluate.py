@@ -44,9 +44,7 @@ def _define_flags():
   flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: the '
                       'config\'s data_dir).')
   flags.DEFINE_list('protocol', list(metrics.PROTOCOLS),
-                    'Comma-separated protocols: official (released eval.py: '
-                    'RGB, float, zero-padded SSIM) and/or y_uint8 (MATLAB '
-                    'evaluate_PSNR_SSIM.m: uint8, Y, valid SSIM).')
+                    metrics.PROTOCOLS_HELP)
   flags.DEFINE_bool('bucket', False, 'Speed mode: pad images to a few shape '
                     'buckets (few compilations) instead of running each at '
                     'its native size. CHANGES THE OUTPUTS everywhere in the '

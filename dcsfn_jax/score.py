@@ -11,8 +11,9 @@ ground truth by file name and scores the pairs with the evaluator `evaluate`
 uses. Protocols (`dcsfn_jax.metrics.PROTOCOL_DESCRIPTIONS`):
 
   official  the released eval.py: RGB PSNR and zero-padded SSIM. On saved
-            PNGs it scores the rounded output; `evaluate` scores the float
-            one, so its 'official' figures differ by the rounding.
+            PNGs it scores the clipped, rounded output; `evaluate` scores
+            the float one (its SSIM even unclipped), so its 'official'
+            figures differ by exactly that rounding and clipping.
   y_uint8   MATLAB evaluate_PSNR_SSIM.m (MPRNet, Restormer, DRSformer's
             Rain200H/L): uint8 Y channel, 'valid' SSIM.
   y_float   DRSformer/RCDNet statistic.m (DID-Data/Rain1200,
@@ -63,10 +64,7 @@ def _define_flags():
                       '(or a dataset folder with input/): their scores are '
                       'the baseline columns.')
   flags.DEFINE_list('protocol', list(metrics.PROTOCOLS),
-                    'Comma-separated protocols: official (released eval.py: '
-                    'RGB, zero-padded SSIM), y_uint8 (MATLAB '
-                    'evaluate_PSNR_SSIM.m: uint8 Y, valid SSIM), y_float '
-                    '(statistic.m: double Y, MATLAB ssim).')
+                    metrics.PROTOCOLS_HELP)
   flags.DEFINE_integer('crop_border', 0, 'Pixels cropped from every border '
                        'of both images before scoring, for every protocol.')
   flags.DEFINE_string('output', None, 'Output folder (default: '

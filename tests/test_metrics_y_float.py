@@ -21,7 +21,7 @@ from scipy import ndimage
 from dcsfn_jax import metrics
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / 'golden'))
-import y_float_cases  # pylint: disable=g-import-not-at-top,wrong-import-position
+import y_float_cases  # pylint: disable=wrong-import-position
 
 # Octave 7.3.0, image 2.14.0 (python tests/golden/make_y_float_golden.py).
 GOLDEN = {'texture_37x53': {'mean_y_derained': 0.4783084104042677,
@@ -197,8 +197,10 @@ def test_dynamic_range_one_makes_a_one_level_speck_cost_its_windows():
   ssim = _ours(derained, clean)['ssim'][0]
   assert ssim < 1 - 45 / 1600, ssim
   np.testing.assert_allclose(ssim, _reference(derained, clean)[1], atol=2e-6)
-  luma = lambda image: 255 * metrics.rgb_to_y_float(  # pylint: disable=g-long-lambda
-      jnp.asarray(image))[None]
+
+  def luma(image):
+    return 255 * metrics.rgb_to_y_float(jnp.asarray(image))[None]
+
   with_l255 = metrics.matlab_ssim_map(luma(derained), luma(clean),
                                       c1=(0.01 * 255)**2, c2=(0.03 * 255)**2)
   assert float(jnp.mean(with_l255)) > 0.9999

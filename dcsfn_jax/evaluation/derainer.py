@@ -49,9 +49,10 @@ def load_model(workdir=None, torch_checkpoint=None, preset='official',
                prefer='latest', notes=None, weights='ema'):
   """(params, model_config) from a project checkpoint or PyTorch weights.
 
-  notes: a list that gets a line for each assumption made (weights that
-  record no model config are taken as the authors' BGR release), for the
-  caller to show, and which weights of a project checkpoint were used.
+  notes: a list that gets a line to show the user: which weights of a
+  project checkpoint were used, or a 'note:' for each assumption made
+  (weights that record no model config are taken as the authors' BGR
+  release).
   weights: 'ema' or 'raw', see `checkpointing.choose_weights`.
   """
   if (workdir is None) == (torch_checkpoint is None):
@@ -71,7 +72,7 @@ def load_model(workdir=None, torch_checkpoint=None, preset='official',
   state_dict, model_config = torch_files.read_torch_weights(torch_checkpoint)
   if model_config is None:
     model_config = torch_files.released_model_config(preset)
-    note = (f'{torch_checkpoint}: channel_order=\'bgr\' '
+    note = (f'note: {torch_checkpoint}: channel_order=\'bgr\' '
             f'({torch_files.released_assumption(preset)}).')
     logging.warning('%s', note)
     if notes is not None:

@@ -13,7 +13,6 @@ outputs (see `inference`).
 """
 import dataclasses
 import os
-import shutil
 import time
 
 import jax
@@ -67,7 +66,8 @@ class Evaluator:
   """
 
   def __init__(self, model_config=None, *, protocols=metrics.PROTOCOLS,
-               bucket=False, batch_size=None, self_ensemble=False):
+               bucket=False, batch_size=None, self_ensemble=False,
+               baseline=True):
     """Args:
       model_config: the model to run; None scores examples that carry their
         own 'derained' uint8 image (`score`).
@@ -76,6 +76,7 @@ class Evaluator:
       batch_size: images per step (default one per device).
       self_ensemble: average the model over the 8 flips and rotations (8x
         the cost; `ensemble`).
+      baseline: also score the rainy inputs ('PROTOCOL/psnr_rainy', ...).
     """
     self.protocols = metrics.check_protocols(protocols)
     self.bucket = bucket
@@ -84,6 +85,7 @@ class Evaluator:
     forward = (None if model_config is None
                else inference.forward_fn(model_config, self_ensemble))
     self.self_ensemble = self_ensemble
+    self.baseline = baseline
 
     def score_batch(params, batch):
       if forward is None:
@@ -93,6 +95,9 @@ class Evaluator:
       per_image = metrics.image_metrics(derained, batch['clean'],
                                         batch['sizes'],
                                         protocols=self.protocols)
+      if not baseline:
+        return {'derained': derained, 'per_image': per_image,
+                'sums': metrics.metric_sums(per_image, batch['mask'])}
       # The rainy input's own scores: the baseline deraining must beat.
       for name, value in metrics.image_metrics(
           batch['rainy'], batch['clean'], batch['sizes'],
@@ -182,7 +187,9 @@ class Evaluator:
 
     # Every process reduces the same names, even one with no images.
     names = [f'{p}/{m}{rainy}' for p in self.protocols
-             for m in ('psnr', 'ssim') for rainy in ('', '_rainy')] + ['count']
+             for m in ('psnr', 'ssim')
+             for rainy in ('', '_rainy')[:2 if self.baseline else 1]]
+    names.append('count')
     totals = np.array([sums.get(name, 0.0) for name in names], np.float64)
     if process_count > 1:
       totals = np.sum(multihost_utils.process_allgather(totals), axis=0)
@@ -198,6 +205,7 @@ class Evaluator:
                       for p in self.protocols},
         'bucket': self.bucket,
         'self_ensemble': self.self_ensemble,
+        'rainy_baseline': self.baseline,
         'shapes': sorted({row['shape'] for row in rows}),
         'compilations': self.compilations,
         'devices': self.runner.mesh.devices.size,
@@ -245,27 +253,12 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
   Returns:
     The summary dict (also written to output_dir/summary.json).
   """
-  def check_output(output_dir):
-    """Raises OSError for an --output evaluate may not write into."""
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-      raise NotADirectoryError(f'--output {output_dir} is a file; choose a '
-                               'folder.')
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-      raise FileExistsError(f'{output_dir} is not empty; pass --overwrite or '
-                            'choose another --output.')
-    existing = output_dir
-    while not os.path.exists(existing):
-      existing = os.path.dirname(existing) or '.'
-    if not os.path.isdir(existing):
-      raise NotADirectoryError(f'--output {output_dir} cannot be created: '
-                               f'{existing} is a file, not a folder.')
-
   protocols = metrics.check_protocols(protocols)
   if limit is not None and (isinstance(limit, bool) or limit < 1):
     raise ValueError(f'--limit={limit} must be a positive number of images '
                      '(leave it out to evaluate them all).')
   if output_dir:  # checked before the (slow) checkpoint load
-    check_output(paths.expand(output_dir))
+    paths.check_output_folder(paths.expand(output_dir), overwrite)
   workdir = paths.expand(workdir)
   checkpoint = checkpointing.resolve(workdir, prefer=prefer)
   weights, weights_note = checkpointing.choose_weights(checkpoint, weights)
@@ -277,21 +270,11 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
     raise ValueError(f'{checkpoint} records no dataset; pass --dataset.')
   output_dir = paths.expand(output_dir) or default_output_dir(
       workdir, checkpoint, dataset, split)
-  check_output(output_dir)
+  paths.check_output_folder(output_dir, overwrite)
   source = data.load_split(dataset, split, data_dir)
   examples = source if limit is None else sources.first(source, limit)
 
-  # The outermost folder this call creates, removed again on failure.
-  created = os.path.abspath(output_dir)
-  while not os.path.exists(os.path.dirname(created)):
-    created = os.path.dirname(created)
-  created = None if os.path.exists(created) else created
-  try:
-    os.makedirs(output_dir, exist_ok=True)
-  except OSError as error:
-    raise OSError(f'--output {output_dir}: cannot create it '
-                  f'({error.strerror}).') from None
-  try:
+  with paths.new_folder(output_dir):
     start = time.time()
     rows, summary = evaluate_examples(
         params, config.model, examples, protocols=protocols, bucket=bucket,
@@ -311,8 +294,4 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
     })
     report.write_report(output_dir, rows, summary,
                         f'{dataset}/{split}, checkpoint {checkpoint}')
-  except BaseException:
-    if created:
-      shutil.rmtree(created, ignore_errors=True)
-    raise
   return summary

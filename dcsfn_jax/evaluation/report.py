@@ -102,10 +102,12 @@ def markdown_table(summary, title):
             f"padded to shape buckets {', '.join(summary['shapes'])} "
             '(--bucket: outputs differ from native sizes)')
   crop = summary.get('crop_border') or 0
-  cropped = f', {crop} px cropped from every border' if crop else ''
+  notes = f', {crop} px cropped from every border' if crop else ''
+  if summary.get('self_ensemble'):
+    notes += ', geometric self-ensemble (8 flips and rotations averaged)'
   baseline = _has_baseline(summary)
   lines = [f'### {title}', '',
-           f"{summary['num_images']} images, {shapes}{cropped}.", '',
+           f"{summary['num_images']} images, {shapes}{notes}.", '',
            '| protocol | PSNR (dB) | SSIM | '
            + ('rainy input PSNR / SSIM | ' if baseline else '')
            + 'definition |',

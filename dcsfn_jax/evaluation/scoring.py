@@ -33,7 +33,6 @@ clean; rain-N, NAME_rain for rainy; the rest are outputs).
 import dataclasses
 import os
 import re
-import shutil
 import time
 
 import numpy as np
@@ -62,7 +61,7 @@ _ROLE_WORDS = {
     'clean': r'gt|clean|target|targets|norain|groundtruth|ground_truth|hq',
     'rainy': r'rain|rainy|in|input|lq',
     'derained': (r'dr|derain|derained|out|output|pred|prediction|restored|'
-                 r'result|sr'),
+                 r'result'),
 }
 _PREFIXES = {'clean': re.compile(r'^norain[-_]', re.IGNORECASE),
              'rainy': re.compile(r'^rainy?[-_]', re.IGNORECASE)}
@@ -78,6 +77,9 @@ _ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT,
                 6: Image.Transpose.ROTATE_270,
                 7: Image.Transpose.TRANSVERSE,
                 8: Image.Transpose.ROTATE_90}
+
+
+_SIXTEEN_BIT_GRAY = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
 
 
 def _sixteen_bit_colour_mode(image):
@@ -115,15 +117,19 @@ def read_scored_image(path):
     with Image.open(path) as image:
       mode = _sixteen_bit_colour_mode(image)
       orientation = image.getexif().get(0x0112, 1) if mode else 1
-      bit_depth = 16 if mode else image.info.get('bits', 8)
-      if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N'):
-        bit_depth = 16
+      sixteen_bit_gray = image.mode in _SIXTEEN_BIT_GRAY
   except Exception:  # pylint: disable=broad-except  # read_image explains
     return images.read_image(path), False
   if mode is None:
-    return images.read_image(path), bit_depth == 16
-  high = _decode_png_bytes(path, f'{mode};16B').astype(np.uint32)
-  low = _decode_png_bytes(path, f'{mode};16L').astype(np.uint32)
+    # read_image rounds 16-bit gray as im2uint8 does.
+    return images.read_image(path), sixteen_bit_gray
+  try:
+    high = _decode_png_bytes(path, f'{mode};16B').astype(np.uint32)
+    low = _decode_png_bytes(path, f'{mode};16L').astype(np.uint32)
+  except Exception as error:  # PIL raises many types for broken files
+    raise images.UnreadableImageError(
+        f'{path}: not a readable 16-bit PNG ({type(error).__name__}: '
+        f'{error}).') from error
   rgb = (((high * 256 + low) + 128) // 257).astype(np.uint8)[..., :3]
   if orientation in _ORIENTATION:
     rgb = np.asarray(Image.fromarray(rgb).transpose(_ORIENTATION[orientation]))
@@ -187,12 +193,15 @@ def _convention_key(stem, roles):
   return re.sub(r'\d+', lambda m: str(int(m.group())), stem.lower())
 
 
-def _common_suffix(stems):
-  """The '_suffix' every stem ends with (BasicSR's NAME_{suffix}), or ''."""
-  suffixes = {stem.rsplit('_', 1)[1] for stem in stems if '_' in stem}
-  if len(suffixes) != 1 or not all('_' in stem for stem in stems):
-    return ''
-  return '_' + suffixes.pop()
+def _common_suffixes(stems):
+  """Every '_suffix' all stems end with, longest first: BasicSR names its
+  outputs NAME_{suffix or run name}, and a run name may hold '_' itself."""
+  if not stems:
+    return []
+  first = stems[0]
+  candidates = [first[i:] for i in range(1, len(first)) if first[i] == '_']
+  return [c for c in candidates
+          if all(s.endswith(c) and len(s) > len(c) for s in stems)]
 
 
 def _keyed(files, key):
@@ -225,16 +234,15 @@ def match_files(outputs, targets, *, output_roles, target_roles,
   Raises:
     ValueError: naming the first unmatched files of each side.
   """
-  suffix = _common_suffix([_stem(p) for p in outputs])
   rules = [('identical stems', _stem, _stem),
            ('naming conventions',
             lambda p: _convention_key(_stem(p), output_roles),
             lambda p: _convention_key(_stem(p), target_roles))]
-  if suffix:
-    rules.append((f'naming conventions after dropping the common suffix '
-                  f'{suffix!r} of the outputs',
-                  lambda p: _convention_key(_stem(p)[:-len(suffix)],
-                                            output_roles),
+  for suffix in _common_suffixes([_stem(p) for p in outputs]):
+    rules.append((f'naming conventions after dropping the suffix '
+                  f'{suffix!r} all outputs share',
+                  lambda p, n=len(suffix): _convention_key(_stem(p)[:-n],
+                                                           output_roles),
                   lambda p: _convention_key(_stem(p), target_roles)))
   best = None
   for rule, output_key, target_key in rules:
@@ -245,12 +253,12 @@ def match_files(outputs, targets, *, output_roles, target_roles,
         and len(common) == len(outputs) == len(targets)):
       return sorted((keyed_outputs[k], keyed_targets[k]) for k in common), rule
     unmatched = (sorted(keyed_outputs[k] for k in keyed_outputs.keys()
-                        - common) + output_clashes,
+                        - common),
                  sorted(keyed_targets[k] for k in keyed_targets.keys()
-                        - common) + target_clashes)
+                        - common), output_clashes + target_clashes)
     if best is None or len(common) > best[0]:
       best = (len(common), rule, unmatched)
-  matched, rule, (lonely_outputs, lonely_targets) = best
+  matched, rule, (lonely_outputs, lonely_targets, clashes) = best
   parts = [f'cannot pair {output_flag} and {target_flag} one to one by file '
            f'name (best rule, {rule}, pairs {matched} of {len(outputs)} and '
            f'{len(targets)} files)']
@@ -260,6 +268,9 @@ def match_files(outputs, targets, *, output_roles, target_roles,
   if lonely_targets:
     parts.append(f'{len(lonely_targets)} in {target_flag} without a partner: '
                  f'{_shown(lonely_targets)}')
+  if clashes:
+    parts.append(f'{len(clashes)} named like another file of their folder: '
+                 f'{_shown(clashes)}')
   parts.append('names pair up when identical, or as rain-N/norain-N, '
                'NAME_DR/NAME_GT, or NAME_suffix/NAME (see --help)')
   raise ValueError('; '.join(parts) + '.')
@@ -305,8 +316,9 @@ def find_pairs(derained_dir, clean_dir, rainy_dir=None):
           + ('NAME_GT.png, norain-N.png' if role == 'clean' else
              'rain-N.png, NAME_rain.png') + ').')
     files[role] = mine
+    taken = set(mine)
     for other in shared:
-      files[other] = [p for p in files[other] if p not in set(mine)]
+      files[other] = [p for p in files[other] if p not in taken]
   clean_pairs, clean_rule = match_files(
       files['derained'], files['clean'], output_roles=('derained', 'rainy'),
       target_roles=('clean',), output_flag='--derained',
@@ -336,8 +348,8 @@ def _crop(image, border, path):
 class ScoredImages:
   """The pairs as the examples `Evaluator.run` reads, decoded on access:
   {'name', 'derained', 'clean', 'rainy'} uint8 RGB, cropped by
-  `crop_border`. Without rainy files, 'rainy' is the clean image (the
-  report then drops the baseline)."""
+  `crop_border`. Without rainy files, 'rainy' is the clean image, which
+  the evaluator then does not score (baseline=False)."""
 
   def __init__(self, pairs, crop_border=0):
     self.pairs = pairs
@@ -423,23 +435,13 @@ def score_folders(derained_dir, clean_dir, *, rainy_dir=None,
   rainy_dir = paths.expand(rainy_dir) or None
   pairs, folders, rules = find_pairs(derained_dir, clean_dir, rainy_dir)
   output_dir = paths.expand(output_dir) or default_output_dir(derained_dir)
-  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise NotADirectoryError(f'--output {output_dir} is a file; choose a '
-                             'folder.')
-  if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-    raise FileExistsError(f'{output_dir} is not empty; pass --overwrite or '
-                          'choose another --output.')
+  paths.check_output_folder(output_dir, overwrite)
   baseline = rainy_dir is not None
   examples = ScoredImages(pairs, crop_border)
   start = time.time()
   rows, summary = evaluator.Evaluator(
-      None, protocols=protocols, batch_size=batch_size).run(
-          None, examples, progress=progress)
-  if not baseline:
-    rows = [{k: v for k, v in row.items() if not k.endswith('_rainy')}
-            for row in rows]
-    summary['means'] = {k: v for k, v in summary['means'].items()
-                        if not k.endswith('_rainy')}
+      None, protocols=protocols, batch_size=batch_size,
+      baseline=baseline).run(None, examples, progress=progress)
   summary.update({
       'rainy_baseline': baseline,
       'crop_border': crop_border,
@@ -453,18 +455,8 @@ def score_folders(derained_dir, clean_dir, *, rainy_dir=None,
       'seconds': round(time.time() - start, 2),
       'output_dir': output_dir,
   })
-  created = not os.path.exists(output_dir)
-  try:
-    os.makedirs(output_dir, exist_ok=True)
-  except OSError as error:
-    raise OSError(f'--output {output_dir}: cannot create it '
-                  f'({error.strerror}).') from None
-  try:
+  with paths.new_folder(output_dir):
     report.write_report(output_dir, rows, summary, title(summary))
-  except BaseException:
-    if created:
-      shutil.rmtree(output_dir, ignore_errors=True)
-    raise
   return summary
 
 

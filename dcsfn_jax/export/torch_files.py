@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from typing import Mapping, Sequence
 
@@ -23,6 +22,7 @@ import ml_collections
 
 from dcsfn_jax import checkpointing
 from dcsfn_jax import models
+from dcsfn_jax import paths
 from dcsfn_jax.export import convert
 
 
@@ -255,22 +255,9 @@ def export_checkpoint(workdir: str, output: str, prefer: str = 'latest',
     raise ValueError(f'The checkpoint at {workdir} has no model config '
                      f'(config fields: {sorted(config.keys())}).')
   state_dict = convert.to_torch_state_dict(params, config.model)
-  folder = os.path.dirname(os.path.abspath(output))
-  created = folder
-  while not os.path.exists(os.path.dirname(created)):
-    created = os.path.dirname(created)
-  created = None if os.path.exists(created) else created
-  try:
-    os.makedirs(folder, exist_ok=True)
-  except OSError as error:
-    raise OSError(f'--output {output}: cannot create its folder {folder} '
-                  f'({error.strerror}).') from None
-  try:
+  with paths.new_folder(os.path.dirname(os.path.abspath(output)),
+                        flag=f'--output {output}: its folder'):
     write_torch_weights(state_dict, output, config.model)
-  except BaseException:
-    if created:  # leave no empty folders behind
-      shutil.rmtree(created, ignore_errors=True)
-    raise
   return {'tensors': len(state_dict),
           'values': sum(v.size for v in state_dict.values()),
           'channel_order': config.model.channel_order,

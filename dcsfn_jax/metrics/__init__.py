@@ -8,6 +8,7 @@ from dcsfn_jax.metrics.pixels import to_float
 from dcsfn_jax.metrics.pixels import to_uint8
 from dcsfn_jax.metrics.protocols import OFFICIAL_PSNR_OF_IDENTICAL
 from dcsfn_jax.metrics.protocols import PROTOCOLS
+from dcsfn_jax.metrics.protocols import PROTOCOLS_HELP
 from dcsfn_jax.metrics.protocols import PROTOCOL_DESCRIPTIONS
 from dcsfn_jax.metrics.protocols import SSIM_PADDINGS
 from dcsfn_jax.metrics.protocols import check_protocols

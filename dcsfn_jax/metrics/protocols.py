@@ -50,6 +50,12 @@ PROTOCOL_DESCRIPTIONS = {
                 "Octave imfilter 'replicate' and a float64 scipy reference"),
 }
 
+# The protocols in one line, for the commands' --protocol help.
+PROTOCOLS_HELP = ('Comma-separated protocols: official (released eval.py: '
+                  'RGB, float output, zero-padded SSIM), y_uint8 (MATLAB '
+                  'evaluate_PSNR_SSIM.m: uint8 Y, valid SSIM), y_float '
+                  '(statistic.m: double Y, MATLAB ssim).')
+
 # PSNR the released eval.py reports for a perfect output (MSE == 0).
 OFFICIAL_PSNR_OF_IDENTICAL = 100.0
 

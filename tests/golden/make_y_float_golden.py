@@ -20,7 +20,7 @@ from PIL import Image
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import y_float_cases  # pylint: disable=g-import-not-at-top,wrong-import-position
+import y_float_cases  # pylint: disable=wrong-import-position
 
 FIELDS = ('mean_y_derained', 'mean_y_clean', 'y_derained_first',
           'y_derained_last', 'psnr', 'ssim')
