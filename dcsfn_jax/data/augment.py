@@ -20,8 +20,10 @@ mode 'constant', 0 outside the window). Outside the patch is black, as the
 host rotation made it: the sample is multiplied by the patch's coverage at
 (uy, ux), the bilinear weight of the P x P grid there (1 inside, a one-pixel
 ramp at the edge, 0 beyond), which is the weight the host rotation gave to
-samples inside the patch. Only where the old host code resized and then
-rotated (two bilinear samples) does this differ from it, by one sample.
+samples inside the patch. The host code this replaced (bilinear resize,
+then bilinear rotation) differs in sampling twice, and at the crop's edge,
+where it clamped the resize's taps to the crop instead of reading the
+pixels next to it (benchmarks/input_pipeline.py --compare_with measures it).
 
 Window size: a sample has non-zero coverage only for uy, ux in (-1, P), i.e.
 at crop coordinates in (-s/2 - 1/2, h - 1/2 + s/2) with s = h / P <= 5/4

@@ -34,7 +34,7 @@ from typing import Literal
 import grain
 import numpy as np
 
-from dcsfn_jax.data import augment
+from dcsfn_jax.data import augment as augment_lib
 from dcsfn_jax.metrics import to_float
 
 _SHUFFLE_STREAM = 0
@@ -165,9 +165,9 @@ class _TrainPatches:
     if self._augment == 'released':
       draw = draw_released(rng, height, width, size)
       window = np.concatenate(
-          [cut_window(image, draw.top - augment.WINDOW_MARGIN,
-                      draw.left - augment.WINDOW_MARGIN,
-                      augment.window_size(size)) for image in (rainy, clean)],
+          [cut_window(image, draw.top - augment_lib.WINDOW_MARGIN,
+                      draw.left - augment_lib.WINDOW_MARGIN,
+                      augment_lib.window_size(size)) for image in (rainy, clean)],
           axis=-1)
       return {'window': window,
               'crop_size': np.asarray([draw.crop_height, draw.crop_width],
@@ -201,8 +201,9 @@ def train_iterator(source, *, global_batch_size: int, patch_size: int = 64,
   augment='released' the host windows and draws that the train step augments
   on the device (`data.augment.released_patches`): {'window': uint8 [B, W,
   W, 6] (rainy | clean, W = augment.window_size(patch_size)), 'crop_size':
-  int32 [B, 2] (height, width), 'flip': bool [B], 'degrees': int32 [B]}. `get_state()` / `set_state(state)`
-  save and restore the position (a JSON-able dict). Hosts default to
+  int32 [B, 2] (height, width), 'flip': bool [B], 'degrees': int32 [B]}.
+  `get_state()` / `set_state(state)` save and restore the position (a
+  JSON-able dict). Hosts default to
   jax.process_index() / jax.process_count(). Up to `cache_mib` MiB of decoded
   examples stay in memory (first come, never evicted); the stream does not
   depend on it.
