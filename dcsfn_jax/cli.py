@@ -9,6 +9,11 @@ import sys
 from absl import app
 from absl import flags
 
+# The --weights choices (checkpointing.WEIGHTS) and what they mean.
+_WEIGHTS_HELP = ("ema: the parameters' moving average where the checkpoint "
+                 'keeps one (trained with --config.ema_decay > 0), else the '
+                 "raw parameters; raw: always the optimiser's own.")
+
 # absl's help flags exit 1; here they exit 0. Value: short help.
 _HELP_FLAGS = {'help': True, 'helpshort': True, '?': True, 'h': True,
                'helpfull': False}
@@ -49,3 +54,20 @@ def flags_parser(explain=None):
     return remaining
 
   return parse
+
+
+def define_weights_flag():
+  """--weights for the commands that read a project checkpoint."""
+  flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], _WEIGHTS_HELP)
+
+
+def loaded_config(example='configs/demo.py'):
+  """flags.FLAGS.config; a config file that failed to load (ml_collections
+  defers the error to the first use) is one `error:` line."""
+  try:
+    config = flags.FLAGS.config
+    config.keys()
+  except OSError:
+    sys.exit('error: --config names a file that does not exist or does not '
+             f'load; the configs are in configs/, e.g. --config {example}.')
+  return config

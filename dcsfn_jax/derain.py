@@ -45,10 +45,7 @@ def _define_flags():
                     'no model config (the authors\' release).')
   flags.DEFINE_enum('prefer', 'latest', ['latest', 'best'],
                     'Which checkpoint of a training workdir to use.')
-  flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], 'ema: the parameters\' '
-                    'moving average where the checkpoint keeps one (training '
-                    'with --config.ema_decay > 0), else the raw parameters; '
-                    'raw: always the optimiser\'s own.')
+  cli.define_weights_flag()
   flags.DEFINE_string('input', None, 'A photo or a folder of photos.')
   flags.DEFINE_string('output', None, 'Folder for the derained PNGs '
                       '(outside the input folder).')

@@ -33,10 +33,7 @@ def _define_flags():
                       'directory or save_pretrained directory.')
   flags.DEFINE_enum('prefer', 'latest', ['latest', 'best'],
                     'Which checkpoint of a training workdir to evaluate.')
-  flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], 'ema: the parameters\' '
-                    'moving average where the checkpoint keeps one (training '
-                    'with --config.ema_decay > 0), else the raw parameters; '
-                    'raw: always the optimiser\'s own.')
+  cli.define_weights_flag()
   flags.DEFINE_string('dataset', None, 'Dataset name, e.g. rain100h '
                       '(default: the checkpoint config\'s dataset).')
   flags.DEFINE_string('split', None, 'Split to evaluate (default: the '

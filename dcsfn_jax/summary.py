@@ -46,9 +46,7 @@ def _define_flags():
                       'directory.')
   flags.DEFINE_enum('prefer', 'latest', ['latest', 'best'],
                     'Which checkpoint of a training workdir to describe.')
-  flags.DEFINE_enum('weights', 'ema', list(checkpointing.WEIGHTS),
-                    'With --workdir: the moving average (ema, where the '
-                    'checkpoint keeps one) or the raw parameters.')
+  cli.define_weights_flag()
   flags.DEFINE_integer('height', 256, 'Image height for FLOPs and MACs.',
                        lower_bound=1)
   flags.DEFINE_integer('width', 256, 'Image width for FLOPs and MACs.',
@@ -67,13 +65,7 @@ def _define_flags():
 
 def _from_config():
   """(config, source) from --config; a file that failed to load exits."""
-  try:
-    config = flags.FLAGS.config
-    config.keys()  # a config file that failed to load raises here
-  except OSError:
-    sys.exit('error: --config names a file that does not exist or does not '
-             'load; the configs are in configs/, e.g. --config '
-             'configs/rain100h.py.')
+  config = cli.loaded_config('configs/rain100h.py')
   source = f"config {config_flags.get_config_filename(flags.FLAGS['config'])}"
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
   if overrides:

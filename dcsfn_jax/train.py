@@ -56,20 +56,9 @@ def _explain(argv, error):
   return None
 
 
-def _config_or_exit():
-  """The parsed config; a config file that failed to load is one line."""
-  try:
-    config = flags.FLAGS.config
-    config.keys()  # a config file that failed to load raises here
-  except OSError:
-    sys.exit('error: --config names a file that does not exist; the configs '
-             'are in configs/, e.g. --config configs/demo.py.')
-  return config
-
-
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
-  config = _config_or_exit()
+  config = cli.loaded_config()
   writer.quiet_orbax_logs()
   try:
     config_lib.validate(config)

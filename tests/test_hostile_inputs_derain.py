@@ -10,8 +10,6 @@ import hashlib
 import os
 import resource
 import struct
-import subprocess
-import sys
 import time
 import zlib
 
@@ -26,6 +24,7 @@ from dcsfn_jax import checkpointing
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import derainer
 from dcsfn_jax.evaluation import images
+import cli_checks
 
 
 @pytest.fixture(scope='module')
@@ -79,32 +78,6 @@ def _md5s(folder):
   return digests
 
 
-def _derain(tmp_path, *args):
-  env = dict(os.environ, HOME=os.fspath(tmp_path / 'home'),
-             TFDS_DATA_DIR=os.fspath(tmp_path / 'tfds'))
-  return subprocess.run([sys.executable, '-m', 'dcsfn_jax.derain', *args],
-                        capture_output=True, text=True, timeout=300,
-                        check=False, env=env)
-
-
-def _error_line(result):
-  """The one `error:` line on stderr; asserts there is exactly one and no
-  traceback."""
-  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-  lines = [line for line in result.stderr.splitlines()
-           if line.startswith('error:')]
-  assert len(lines) == 1, result.stderr[-3000:]
-  return lines[0]
-
-
-def _assert_quiet(result):
-  """A healthy run: no warnings and at most the progress bar on stderr."""
-  lines = [line for line in result.stderr.split('\n') if line.strip()]
-  assert len(lines) < 3, result.stderr[-3000:]
-  assert 'WARNING' not in result.stderr and not any(
-      line[:1] in 'WEF' and line[1:5].isdigit() for line in lines), lines
-
-
 @pytest.mark.parametrize('where', ['same', 'same_with_slash', 'inside',
                                    'contains', 'symlink'])
 def test_output_that_is_inside_or_contains_the_input_folder_is_refused(
@@ -116,10 +89,10 @@ def test_output_that_is_inside_or_contains_the_input_folder_is_refused(
   if where == 'symlink':
     os.symlink(folder, output)
   before = _md5s(folder)
-  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={output}', '--overwrite', '--panels', '--niqe')
   assert result.returncode == 1
-  line = _error_line(result)
+  line = cli_checks.error_line(result)
   assert f'--input folder {folder}' in line
   assert f'choose a folder outside it, e.g. {folder}_derained' in line
   assert _md5s(folder) == before
@@ -130,14 +103,14 @@ def test_an_input_file_is_never_written_over_even_with_overwrite(
     model_dir, tmp_path):
   folder = _write_photos(tmp_path / 'photos', ['a.png', 'b.jpg'])
   before = _md5s(folder)
-  result = _derain(tmp_path, f'--workdir={model_dir}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}',
                    f'--input={folder / "a.png"}', f'--output={folder}',
                    '--overwrite', '--panels', '--niqe')
   assert result.returncode == 1
   assert 'Derained 0 of 1 file(s).' in result.stdout
   assert (f'{folder / "a.png"} is an input of this run; it is never written '
           'over. Choose another --output.') in result.stdout
-  assert 'a.png' in _error_line(result)
+  assert 'a.png' in cli_checks.error_line(result)
   assert _md5s(folder) == before  # no panel, no niqe.csv either
 
 
@@ -150,14 +123,14 @@ def test_overwrite_replaces_earlier_outputs_only(model_dir, tmp_path):
   Image.fromarray(_photo(6)).save(output / 'b.png')  # the user's own file
   os.link(folder / 'c.png', output / 'c.png')  # the input, by another name
   inputs, users = _md5s(folder), _md5s(output)
-  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={output}', '--overwrite')
   assert result.returncode == 1
   assert 'Derained 1 of 3 file(s).' in result.stdout
   assert (f'{output / "b.png"} exists and was not written by dcsfn_jax; '
           '--overwrite replaces only earlier outputs.') in result.stdout
   assert f'{output / "c.png"} is an input of this run' in result.stdout
-  line = _error_line(result)
+  line = cli_checks.error_line(result)
   assert '2 of 3 file(s) not derained (b.png, c.png)' in line
   assert _md5s(folder) == inputs
   after = _md5s(output)
@@ -185,10 +158,10 @@ def test_any_flags_leave_the_input_folder_byte_identical(model_dir, tmp_path,
       images.write_png(output / name, _photo(8))
       images.write_png(output / 'panels' / name, _photo(8))
   before = _md5s(folder)
-  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={output}', *flags)
   assert result.returncode == 1  # notes.txt and broken.png are skipped
-  line = _error_line(result)
+  line = cli_checks.error_line(result)
   assert _md5s(folder) == before
   if '--max_pixels=1000' in flags:
     assert 'Derained 0 of 6 file(s).' in result.stdout
@@ -203,11 +176,11 @@ def test_colliding_names_each_get_their_own_output(model_dir, tmp_path):
   folder = _write_photos(tmp_path / 'photos', ['x.png', 'x.jpg', 'x_png.png'])
   output = tmp_path / 'out'
   for flags in ([], ['--overwrite']):
-    result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
+    result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
                      f'--output={output}', *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'Derained 3 of 3 file(s).' in result.stdout
-    _assert_quiet(result)
+    cli_checks.assert_quiet(result)
     written = _md5s(output)
     assert sorted(written) == ['x_jpg.png', 'x_png.png', 'x_png_2.png']
     assert len(set(written.values())) == 3  # three different photos
@@ -261,7 +234,7 @@ def test_a_huge_photo_is_refused_from_its_header(model_dir, tmp_path,
   before = _md5s(folder)
   peak_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
   start = time.time()
-  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={tmp_path / "out"}')
   seconds = time.time() - start
   peak_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -270,7 +243,7 @@ def test_a_huge_photo_is_refused_from_its_header(model_dir, tmp_path,
   assert (f'{folder / "huge.png"}: 30000x30000 is 900.0 megapixels, above '
           f'--max_pixels={derainer.DEFAULT_MAX_PIXELS}; raise --max_pixels '
           '(with --tile to bound memory) to derain it.') in result.stdout
-  assert 'huge.png' in _error_line(result)
+  assert 'huge.png' in cli_checks.error_line(result)
   assert os.listdir(tmp_path / 'out') == ['small.png']
   assert _md5s(folder) == before
   # Never decoded: decoding alone would take 900 MB (2.7 GB as RGB).
@@ -287,10 +260,10 @@ def test_an_unusable_output_is_refused_before_the_model_loads(
             'under_a_file': tmp_path / 'notes.txt' / 'sub'}[where]
   before = _md5s(tmp_path)
   # INFO logging on, so a model load would show as orbax's restore line.
-  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={output}', '--verbosity=0')
   assert result.returncode == 1
-  line = _error_line(result)
+  line = cli_checks.error_line(result)
   assert {'file': f'error: --output {output} is a file; choose a folder for '
                   'the derained PNGs.',
           'under_a_file': f'error: --output {output} cannot be created: '
@@ -301,6 +274,6 @@ def test_an_unusable_output_is_refused_before_the_model_loads(
 
 
 def test_help_exits_zero(tmp_path):
-  result = _derain(tmp_path, '--help')
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', '--help')
   assert result.returncode == 0
   assert '--max_pixels' in result.stdout and '--overwrite' in result.stdout

@@ -1,8 +1,6 @@
 """`python -m dcsfn_jax.evaluate` against bad flags: one `error:` line that
 says what to do, and no output folder (empty or not) left behind."""
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +10,7 @@ import pytest
 from dcsfn_jax import checkpointing
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
+import cli_checks
 
 
 @pytest.fixture(scope='module')
@@ -35,30 +34,14 @@ def _default_output(checkpoint_dir):
   return checkpoint_dir.parent / f'{checkpoint_dir.name}_eval'
 
 
-def _evaluate(tmp_path, *args):
-  env = dict(os.environ, HOME=os.fspath(tmp_path / 'home'),
-             TFDS_DATA_DIR=os.fspath(tmp_path / 'tfds'))
-  return subprocess.run([sys.executable, '-m', 'dcsfn_jax.evaluate', *args],
-                        capture_output=True, text=True, timeout=300,
-                        check=False, env=env)
-
-
-def _error_line(result):
-  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-  lines = [line for line in result.stderr.splitlines()
-           if line.startswith('error:')]
-  assert len(lines) == 1, result.stderr[-3000:]
-  return lines[0]
-
-
 @pytest.mark.parametrize('limit, output', [('-1', True), ('0', False)])
 def test_a_limit_below_one_is_one_line_and_creates_nothing(
     checkpoint_dir, tmp_path, limit, output):
   output = [f'--output={tmp_path / "report"}'] if output else []
-  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', f'--workdir={checkpoint_dir}',
                      f'--limit={limit}', *output)
   assert result.returncode == 1
-  assert _error_line(result) == (
+  assert cli_checks.error_line(result) == (
       f'error: --limit={limit} must be a positive number of images (leave '
       'it out to evaluate them all).')
   assert not (tmp_path / 'report').exists()
@@ -75,10 +58,10 @@ def test_a_limit_below_one_is_one_line_and_creates_nothing(
 ])
 def test_a_failed_run_leaves_no_output_folders(checkpoint_dir, tmp_path,
                                                flags, message):
-  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', f'--workdir={checkpoint_dir}',
                      *[flag.format(tmp=tmp_path) for flag in flags])
   assert result.returncode == 1
-  assert message in _error_line(result)
+  assert message in cli_checks.error_line(result)
   assert not (tmp_path / 'reports').exists()
   assert not (tmp_path / 'empty_data').exists()
   assert not _default_output(checkpoint_dir).exists()
@@ -91,10 +74,10 @@ def test_an_unusable_output_is_refused_before_the_checkpoint_loads(
   output = {'file': tmp_path / 'notes.txt',
             'under_a_file': tmp_path / 'notes.txt' / 'sub'}[where]
   # A missing checkpoint would be the error if it were loaded first.
-  result = _evaluate(tmp_path, f'--workdir={tmp_path / "no_checkpoint"}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', f'--workdir={tmp_path / "no_checkpoint"}',
                      f'--output={output}')
   assert result.returncode == 1
-  assert _error_line(result) == {
+  assert cli_checks.error_line(result) == {
       'file': f'error: --output {output} is a file; choose a folder.',
       'under_a_file': f'error: --output {output} cannot be created: '
                       f'{tmp_path / "notes.txt"} is a file, not a folder.',
@@ -123,7 +106,7 @@ def test_a_failure_mid_evaluation_removes_every_folder_it_created(
 
 
 def test_a_healthy_run_prints_no_warnings(checkpoint_dir, tmp_path):
-  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}', '--limit=1',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', f'--workdir={checkpoint_dir}', '--limit=1',
                      f'--output={tmp_path / "report"}', '--nopanels')
   assert result.returncode == 0, result.stderr[-3000:]
   assert '| official |' in result.stdout
@@ -134,6 +117,6 @@ def test_a_healthy_run_prints_no_warnings(checkpoint_dir, tmp_path):
 
 
 def test_help_exits_zero(tmp_path):
-  result = _evaluate(tmp_path, '--help')
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', '--help')
   assert result.returncode == 0
   assert '--limit' in result.stdout

@@ -11,6 +11,7 @@ import pytest
 from dcsfn_jax import checkpointing
 from dcsfn_jax.training import config as train_config
 from dcsfn_jax.training import trainer
+import cli_checks
 import smoke_config
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,11 +28,7 @@ def _train(*args, env=None, cwd=None):
 
 def _one_error_line(result):
   assert result.returncode != 0, result.stdout[-2000:]
-  assert 'Traceback' not in result.stderr, result.stderr[-4000:]
-  errors = [line for line in result.stderr.splitlines()
-            if line.startswith('error:')]
-  assert len(errors) == 1, result.stderr[-4000:]
-  return errors[0]
+  return cli_checks.error_line(result)
 
 
 def _smoke_args(workdir, data_dir, *extra):

@@ -5,8 +5,6 @@ are read as BGR and the commands say so, and bad or malicious files are one
 import hashlib
 import os
 import pickle
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +20,7 @@ from dcsfn_jax.export import torch_files
 
 torch = pytest.importorskip('torch')
 from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+import cli_checks
 
 ASSUMED = ("channel_order='bgr', no model config recorded in the file: "
            "assumed the authors' release, the 'official' preset trained on "
@@ -54,51 +53,26 @@ def photos(tmp_path_factory):
   return folder
 
 
-def _run(tmp_path, module, *args):
-  env = dict(os.environ, HOME=os.fspath(tmp_path / 'home'),
-             TFDS_DATA_DIR=os.fspath(tmp_path / 'tfds'))
-  return subprocess.run([sys.executable, '-m', module, *args],
-                        capture_output=True, text=True, timeout=300,
-                        check=False, env=env)
-
-
 def _md5(path):
   with open(path, 'rb') as file:
     return hashlib.md5(file.read()).hexdigest()
 
 
-def _error_line(result):
-  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-  lines = [line for line in result.stderr.splitlines()
-           if line.startswith('error:')]
-  assert len(lines) == 1, result.stderr[-3000:]
-  return lines[0]
-
-
-def _assert_quiet(result):
-  """A healthy run: no warnings, no orbax INFO chatter."""
-  assert result.returncode == 0, result.stderr[-3000:]
-  lines = [line for line in result.stderr.split('\n') if line.strip()]
-  assert len(lines) < 3, lines
-  assert 'WARNING' not in result.stderr and not any(
-      line[:1] in 'WEFI' and line[1:5].isdigit() for line in lines), lines
-
-
 def test_pth_round_trip_keeps_the_channel_order_and_the_output(
     rgb_model, photos, tmp_path):
   exported = tmp_path / 'new' / 'deeper' / 'dcsfn.pth'  # folders created
-  result = _run(tmp_path, 'dcsfn_jax.export', f'--workdir={rgb_model}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.export', f'--workdir={rgb_model}',
                 f'--output={exported}')
-  _assert_quiet(result)
+  cli_checks.assert_quiet(result)
   assert 'they expect RGB images' in result.stdout
   saved = torch.load(exported, weights_only=True)
   assert set(saved) == {'net', 'model_config', 'channel_order'}
   assert saved['channel_order'] == 'rgb'
 
   imported = tmp_path / 'imported'
-  result = _run(tmp_path, 'dcsfn_jax.import_torch',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.import_torch',
                 f'--checkpoint={exported}', f'--output={imported}')
-  _assert_quiet(result)
+  cli_checks.assert_quiet(result)
   assert ("channel_order='rgb', recorded in the file by dcsfn_jax.export"
           in result.stdout)
   params, config = checkpointing.load_pretrained(imported)
@@ -110,9 +84,9 @@ def test_pth_round_trip_keeps_the_channel_order_and_the_output(
   derained = {}
   for name, weights in [('original', f'--workdir={rgb_model}'),
                         ('export', f'--torch-checkpoint={exported}')]:
-    result = _run(tmp_path, 'dcsfn_jax.derain', weights,
+    result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', weights,
                   f'--input={photos}', f'--output={tmp_path / name}')
-    _assert_quiet(result)
+    cli_checks.assert_quiet(result)
     assert 'note:' not in result.stdout  # nothing had to be assumed
     derained[name] = images.read_image(tmp_path / name / 'rain.png')
   np.testing.assert_array_equal(derained['export'], derained['original'])
@@ -134,10 +108,10 @@ def test_released_files_import_as_bgr_and_say_why(tmp_path):
               'clock_net': 1500, 'opt_net': {'state': {}}}, training)
   before = {path: _md5(path) for path in (plain, training)}
   overrides = ['channels=4', 'num_blocks=2', 'convs_per_scale=2']
-  result = _run(tmp_path, 'dcsfn_jax.import_torch',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.import_torch',
                 f'--checkpoint={training}', f'--output={tmp_path / "cli"}',
                 *[f'--model_override={o}' for o in overrides])
-  _assert_quiet(result)
+  cli_checks.assert_quiet(result)
   assert ASSUMED in result.stdout
   summary = torch_files.import_torch_checkpoint(
       os.fspath(plain), os.fspath(tmp_path / 'api'), 'official', overrides)
@@ -153,9 +127,9 @@ def test_derain_says_which_channel_order_it_assumed(photos, tmp_path):
   path = tmp_path / 'latest_net'
   torch.save(build_torch_model(
       torch_files.released_model_config('official')).state_dict(), path)
-  result = _run(tmp_path, 'dcsfn_jax.derain', f'--torch-checkpoint={path}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--torch-checkpoint={path}',
                 f'--input={photos}', f'--output={tmp_path / "out"}')
-  _assert_quiet(result)
+  cli_checks.assert_quiet(result)
   assert f'note: {path}: {ASSUMED.replace(", no", " (no")}).' in (
       result.stdout)
   assert 'Derained 1 of 1 file(s).' in result.stdout
@@ -202,13 +176,13 @@ def test_bad_weight_files_are_one_line_naming_the_file(photos, tmp_path, kind,
   path = _bad_file(tmp_path, kind)
   before = _md5(path)
   if command == 'import_torch':
-    result = _run(tmp_path, 'dcsfn_jax.import_torch', f'--checkpoint={path}',
+    result = cli_checks.run(tmp_path, 'dcsfn_jax.import_torch', f'--checkpoint={path}',
                   f'--output={tmp_path / "imported"}')
   else:
-    result = _run(tmp_path, 'dcsfn_jax.derain', f'--torch-checkpoint={path}',
+    result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--torch-checkpoint={path}',
                   f'--input={photos}', f'--output={tmp_path / "out"}')
   assert result.returncode == 1
-  line = _error_line(result)
+  line = cli_checks.error_line(result)
   assert line.startswith(f'error: {path}') and message in line, line
   assert 'weights_only=False' not in result.stderr
   assert not (tmp_path / 'PWNED').exists()
@@ -220,10 +194,10 @@ def test_bad_weight_files_are_one_line_naming_the_file(photos, tmp_path, kind,
 def test_export_to_an_existing_folder_is_refused(rgb_model, tmp_path):
   folder = tmp_path / 'weights'
   folder.mkdir()
-  result = _run(tmp_path, 'dcsfn_jax.export', f'--workdir={rgb_model}',
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.export', f'--workdir={rgb_model}',
                 f'--output={folder}')
   assert result.returncode == 1
-  assert _error_line(result) == (
+  assert cli_checks.error_line(result) == (
       f'error: --output {folder} is a folder; name a file in it, e.g. '
       f'{folder / "dcsfn.pth"}.')
   assert not os.listdir(folder)

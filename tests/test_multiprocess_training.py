@@ -13,7 +13,6 @@ step 4 straight.
 """
 import json
 import os
-import pathlib
 import socket
 import subprocess
 import sys

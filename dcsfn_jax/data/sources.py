@@ -3,7 +3,6 @@ import io
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from dcsfn_jax.data import tfds_builder

@@ -31,10 +31,7 @@ def _define_flags():
                       'Weights file to write: *.pth or *.safetensors.')
   flags.DEFINE_enum('prefer', 'latest', ['latest', 'best'],
                     'Which step of a training workdir to export.')
-  flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], 'ema: the parameters\' '
-                    'moving average where the checkpoint keeps one (training '
-                    'with --config.ema_decay > 0), else the raw parameters; '
-                    'raw: always the optimiser\'s own.')
+  cli.define_weights_flag()
   flags.DEFINE_bool('overwrite', False, 'Replace --output if it exists.')
   flags.mark_flags_as_required(['workdir', 'output'])
 
