@@ -6,10 +6,10 @@ The first run builds `synthetic_rain` (rain streaks drawn onto the photos that
 ship with scikit-image; no download; 48 train and 8 test pairs from disjoint
 photos) in --config.data_dir (default: tfds' ~/tensorflow_datasets), trains
 1000 steps, evaluates on the 8 held-out test photos at full size and writes
-panels (rainy | derained | clean) to WORKDIR/panels/.
+panels (rainy | derained | clean | error map) to WORKDIR/panels/.
 
-Expected: official protocol on the 8 test photos at native sizes, about 25.0 dB
-PSNR / 0.81 SSIM against 20.47 dB / 0.650 for the rainy inputs (+4.5 dB), in
+Expected: official protocol on the 8 test photos at native sizes, about 26.0 dB
+PSNR / 0.83 SSIM against 20.47 dB / 0.650 for the rainy inputs (+5.5 dB), in
 about 3 minutes on 2 CPU cores including building the dataset (dated runs:
 benchmarks/RESULTS.md).
 
