@@ -8,6 +8,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 # The --weights choices (checkpointing.WEIGHTS) and what they mean.
 _WEIGHTS_HELP = ("ema: the parameters' moving average where the checkpoint "
@@ -71,3 +72,24 @@ def loaded_config(example='configs/demo.py'):
     sys.exit('error: --config names a file that does not exist or does not '
              f'load; the configs are in configs/, e.g. --config {example}.')
   return config
+
+
+def define_model_run_flags(unit='images'):
+  """--bucket, --self_ensemble and --batch_size, for the commands that run
+  the model over images (`unit` names what a batch holds)."""
+  flags.DEFINE_bool('bucket', False, 'Speed mode: pad images to a few shape '
+                    'buckets (few compilations) instead of running each at '
+                    'its native size. CHANGES THE OUTPUT everywhere in the '
+                    "image, so it is no longer the network's own.")
+  flags.DEFINE_bool('self_ensemble', False, 'Average the model over the 8 '
+                    'flips and rotations of each image, each undone '
+                    '(geometric self-ensemble): 8x the cost.')
+  flags.DEFINE_integer('batch_size', None, f'{unit.capitalize()} per step '
+                       '(default: one per device).')
+
+
+def errors_only_logging():
+  """absl logging at ERROR unless --verbosity was given: orbax logs every
+  checkpoint read and write at INFO."""
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.ERROR)

@@ -24,7 +24,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from PIL import Image
 
 from dcsfn_jax import cli
@@ -58,20 +57,13 @@ def _define_flags():
                        'photos with more pixels than this (read from the '
                        'header, before decoding); 0 for no limit. Use --tile '
                        'for large photos.')
-  flags.DEFINE_bool('bucket', False, 'Speed mode: pad photos to a few shape '
-                    'buckets (few compilations) instead of running each at '
-                    'its native size. CHANGES THE OUTPUT everywhere in the '
-                    'photo.')
-  flags.DEFINE_bool('self_ensemble', False, 'Average the model over the 8 '
-                    'flips and rotations of each image, each undone '
-                    '(geometric self-ensemble): 8x the cost.')
-  flags.DEFINE_integer('batch_size', None, 'Tiles per step (default: one '
-                       'per device).')
+  cli.define_model_run_flags('tiles')
   flags.DEFINE_bool('panels', False, 'Also write input|derained panels.')
   flags.DEFINE_bool('niqe', False, 'Report NIQE before and after '
                     '(Y channel, crop_border 0) and write niqe.csv.')
   flags.DEFINE_bool('overwrite', False, 'Replace outputs of an earlier run '
                     '(never other files).')
+  flags.adopt_module_key_flags(cli)  # its flags in this command's --help
   flags.mark_flags_as_required(['input', 'output'])
 
 
@@ -79,8 +71,7 @@ def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
   parallel.use_host_cores()
-  if not f['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)  # orbax logs every read
+  cli.errors_only_logging()
   # derain checks each photo's size against --max_pixels from its header
   # instead of PIL's fixed decompression-bomb guard.
   Image.MAX_IMAGE_PIXELS = None

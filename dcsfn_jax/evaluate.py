@@ -19,7 +19,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from dcsfn_jax import cli
 from dcsfn_jax import metrics
@@ -42,23 +41,16 @@ def _define_flags():
                       'config\'s data_dir).')
   flags.DEFINE_list('protocol', list(metrics.PROTOCOLS),
                     metrics.PROTOCOLS_HELP)
-  flags.DEFINE_bool('bucket', False, 'Speed mode: pad images to a few shape '
-                    'buckets (few compilations) instead of running each at '
-                    'its native size. CHANGES THE OUTPUTS everywhere in the '
-                    'image, so the figures are no longer the network\'s own.')
-  flags.DEFINE_bool('self_ensemble', False, 'Average the model over the 8 '
-                    'flips and rotations of each image, each undone '
-                    '(geometric self-ensemble): 8x the cost.')
   flags.DEFINE_string('output', None, 'Output directory (default: '
                       'WORKDIR/eval/DATASET-SPLIT, or CHECKPOINT_eval/'
                       'DATASET-SPLIT for a checkpoint directory).')
-  flags.DEFINE_integer('batch_size', None, 'Images per step (default: one '
-                       'per device).')
+  cli.define_model_run_flags('images')
   flags.DEFINE_bool('panels', True, 'Write rainy|derained|clean|error '
                     'panels.')
   flags.DEFINE_integer('limit', None, 'Evaluate only the first N images '
                        '(N >= 1).')
   flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --output.')
+  flags.adopt_module_key_flags(cli)  # its flags in this command's --help
   flags.mark_flag_as_required('workdir')
 
 
@@ -66,8 +58,7 @@ def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
   parallel.use_host_cores()
-  if not f['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)  # orbax logs every read
+  cli.errors_only_logging()
   try:
     summary = evaluator.evaluate_checkpoint(
         f.workdir, dataset=f.dataset, split=f.split, data_dir=f.data_dir,

@@ -18,7 +18,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from dcsfn_jax import cli
 from dcsfn_jax import models
@@ -44,8 +43,7 @@ def _define_flags():
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
-  if not f['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)  # orbax logs every read and write
+  cli.errors_only_logging()
   try:
     summary = torch_files.import_torch_checkpoint(
         f.checkpoint, f.output, f.preset, f.model_override)

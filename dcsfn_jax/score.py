@@ -46,7 +46,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from dcsfn_jax import cli
 from dcsfn_jax import metrics
@@ -86,8 +85,7 @@ def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
   parallel.use_host_cores()
-  if not f['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)
+  cli.errors_only_logging()
   try:
     summary = scoring.score_folders(
         f.derained, f.clean, rainy_dir=f.rainy, protocols=f.protocol,

@@ -23,7 +23,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from dcsfn_jax import checkpointing
@@ -61,6 +60,7 @@ def _define_flags():
                       'model_card.json (default: print only).')
   flags.DEFINE_bool('overwrite', False, 'Replace existing card files in '
                     '--output.')
+  flags.adopt_module_key_flags(cli)  # its flags in this command's --help
 
 
 def _from_config():
@@ -126,8 +126,7 @@ def _write(output, overwrite, markdown, card):
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
-  if not f['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)  # orbax logs every read
+  cli.errors_only_logging()
   output = paths.expand(f.output)
   try:
     _check_output(output, f.overwrite)

@@ -18,7 +18,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from dcsfn_jax import cli
 from dcsfn_jax.export import torch_files
@@ -33,14 +32,14 @@ def _define_flags():
                     'Which step of a training workdir to export.')
   cli.define_weights_flag()
   flags.DEFINE_bool('overwrite', False, 'Replace --output if it exists.')
+  flags.adopt_module_key_flags(cli)  # its flags in this command's --help
   flags.mark_flags_as_required(['workdir', 'output'])
 
 
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
-  if not f['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)  # orbax logs every read and write
+  cli.errors_only_logging()
   try:
     summary = torch_files.export_checkpoint(f.workdir, f.output, f.prefer,
                                             f.overwrite, f.weights)
