@@ -27,6 +27,10 @@ from dcsfn_jax.evaluation import images
 import cli_checks
 
 
+def _derain(tmp_path, *args):
+  return cli_checks.run(tmp_path, 'dcsfn_jax.derain', *args)
+
+
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory):
   """A tiny save_pretrained checkpoint, shared by the whole module."""
@@ -89,7 +93,7 @@ def test_output_that_is_inside_or_contains_the_input_folder_is_refused(
   if where == 'symlink':
     os.symlink(folder, output)
   before = _md5s(folder)
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
+  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={output}', '--overwrite', '--panels', '--niqe')
   assert result.returncode == 1
   line = cli_checks.error_line(result)
@@ -103,7 +107,7 @@ def test_an_input_file_is_never_written_over_even_with_overwrite(
     model_dir, tmp_path):
   folder = _write_photos(tmp_path / 'photos', ['a.png', 'b.jpg'])
   before = _md5s(folder)
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}',
+  result = _derain(tmp_path, f'--workdir={model_dir}',
                    f'--input={folder / "a.png"}', f'--output={folder}',
                    '--overwrite', '--panels', '--niqe')
   assert result.returncode == 1
@@ -123,7 +127,7 @@ def test_overwrite_replaces_earlier_outputs_only(model_dir, tmp_path):
   Image.fromarray(_photo(6)).save(output / 'b.png')  # the user's own file
   os.link(folder / 'c.png', output / 'c.png')  # the input, by another name
   inputs, users = _md5s(folder), _md5s(output)
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
+  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={output}', '--overwrite')
   assert result.returncode == 1
   assert 'Derained 1 of 3 file(s).' in result.stdout
@@ -158,7 +162,7 @@ def test_any_flags_leave_the_input_folder_byte_identical(model_dir, tmp_path,
       images.write_png(output / name, _photo(8))
       images.write_png(output / 'panels' / name, _photo(8))
   before = _md5s(folder)
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
+  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={output}', *flags)
   assert result.returncode == 1  # notes.txt and broken.png are skipped
   line = cli_checks.error_line(result)
@@ -176,7 +180,7 @@ def test_colliding_names_each_get_their_own_output(model_dir, tmp_path):
   folder = _write_photos(tmp_path / 'photos', ['x.png', 'x.jpg', 'x_png.png'])
   output = tmp_path / 'out'
   for flags in ([], ['--overwrite']):
-    result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
+    result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
                      f'--output={output}', *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'Derained 3 of 3 file(s).' in result.stdout
@@ -234,7 +238,7 @@ def test_a_huge_photo_is_refused_from_its_header(model_dir, tmp_path,
   before = _md5s(folder)
   peak_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
   start = time.time()
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
+  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={tmp_path / "out"}')
   seconds = time.time() - start
   peak_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -260,7 +264,7 @@ def test_an_unusable_output_is_refused_before_the_model_loads(
             'under_a_file': tmp_path / 'notes.txt' / 'sub'}[where]
   before = _md5s(tmp_path)
   # INFO logging on, so a model load would show as orbax's restore line.
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', f'--workdir={model_dir}', f'--input={folder}',
+  result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={output}', '--verbosity=0')
   assert result.returncode == 1
   line = cli_checks.error_line(result)
@@ -274,6 +278,6 @@ def test_an_unusable_output_is_refused_before_the_model_loads(
 
 
 def test_help_exits_zero(tmp_path):
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain', '--help')
+  result = _derain(tmp_path, '--help')
   assert result.returncode == 0
   assert '--max_pixels' in result.stdout and '--overwrite' in result.stdout

@@ -1,6 +1,8 @@
 """`python -m dcsfn_jax.evaluate` against bad flags: one `error:` line that
 says what to do, and no output folder (empty or not) left behind."""
+import hashlib
 import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,10 @@ from dcsfn_jax import checkpointing
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
 import cli_checks
+
+
+def _evaluate(tmp_path, *args):
+  return cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', *args)
 
 
 @pytest.fixture(scope='module')
@@ -38,7 +44,7 @@ def _default_output(checkpoint_dir):
 def test_a_limit_below_one_is_one_line_and_creates_nothing(
     checkpoint_dir, tmp_path, limit, output):
   output = [f'--output={tmp_path / "report"}'] if output else []
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', f'--workdir={checkpoint_dir}',
+  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}',
                      f'--limit={limit}', *output)
   assert result.returncode == 1
   assert cli_checks.error_line(result) == (
@@ -58,7 +64,7 @@ def test_a_limit_below_one_is_one_line_and_creates_nothing(
 ])
 def test_a_failed_run_leaves_no_output_folders(checkpoint_dir, tmp_path,
                                                flags, message):
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', f'--workdir={checkpoint_dir}',
+  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}',
                      *[flag.format(tmp=tmp_path) for flag in flags])
   assert result.returncode == 1
   assert message in cli_checks.error_line(result)
@@ -74,7 +80,7 @@ def test_an_unusable_output_is_refused_before_the_checkpoint_loads(
   output = {'file': tmp_path / 'notes.txt',
             'under_a_file': tmp_path / 'notes.txt' / 'sub'}[where]
   # A missing checkpoint would be the error if it were loaded first.
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', f'--workdir={tmp_path / "no_checkpoint"}',
+  result = _evaluate(tmp_path, f'--workdir={tmp_path / "no_checkpoint"}',
                      f'--output={output}')
   assert result.returncode == 1
   assert cli_checks.error_line(result) == {
@@ -106,17 +112,36 @@ def test_a_failure_mid_evaluation_removes_every_folder_it_created(
 
 
 def test_a_healthy_run_prints_no_warnings(checkpoint_dir, tmp_path):
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', f'--workdir={checkpoint_dir}', '--limit=1',
-                     f'--output={tmp_path / "report"}', '--nopanels')
+  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}', '--limit=1',
+                          f'--output={tmp_path / "report"}', '--nopanels')
   assert result.returncode == 0, result.stderr[-3000:]
   assert '| official |' in result.stdout
-  lines = [line for line in result.stderr.split('\n') if line.strip()]
-  assert len(lines) < 3, lines
-  assert 'WARNING' not in result.stderr and not any(
-      line[:1] in 'WEF' and line[1:5].isdigit() for line in lines), lines
+  cli_checks.assert_quiet(result)
 
 
 def test_help_exits_zero(tmp_path):
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', '--help')
+  result = _evaluate(tmp_path, '--help')
   assert result.returncode == 0
   assert '--limit' in result.stdout
+
+
+def _hashes(*folders):
+  return {os.fspath(path): hashlib.md5(path.read_bytes()).hexdigest()
+          for folder in folders for path in sorted(pathlib.Path(folder).rglob(
+              '*')) if path.is_file()}
+
+
+@pytest.mark.parametrize('flags', [
+    {}, {'bucket': True, 'panels': False}, {'self_ensemble': True,
+                                            'limit': 1},
+    {'protocols': ['y_float'], 'overwrite': True, 'weights': 'raw'}])
+def test_evaluate_never_touches_the_checkpoint_or_the_data(
+    checkpoint_dir, synthetic_data_dir, tmp_path, flags):
+  before = _hashes(checkpoint_dir, synthetic_data_dir)
+  output = tmp_path / 'report'
+  evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output,
+                                progress=False, **flags)
+  if flags.get('overwrite'):  # and again, into the same folder
+    evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output,
+                                  progress=False, **flags)
+  assert _hashes(checkpoint_dir, synthetic_data_dir) == before

@@ -10,6 +10,8 @@ each eval). It may be a URL such as gs://bucket/run.
 One jitted step over a 1-D mesh of every device of every process: the state
 is replicated, the batch split along 'data', the old state donated.
 """
+import os
+import socket
 import time
 
 from absl import logging
@@ -232,7 +234,8 @@ def _prepare_workdir(workdir):
   created = not path.exists()
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / '.write_test'
+    # One probe per process: the processes of a run share the workdir.
+    probe = path / f'.write_test.{socket.gethostname()}.{os.getpid()}'
     probe.write_text('')
     probe.unlink()
   except OSError as error:
