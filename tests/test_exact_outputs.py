@@ -84,3 +84,24 @@ def test_bucketing_is_opt_in_and_changes_the_output(model):
   native = _native(params, model_config, photo)
   np.testing.assert_allclose(outputs[False], native, rtol=0, atol=1e-6)
   assert np.max(np.abs(outputs[True] - native)) > 1e-3  # padding moves it
+
+
+def test_a_photo_below_the_minimum_is_padded_and_the_summary_says_so(
+    checkpoint_dir, model, tmp_path):
+  params, model_config = model
+  minimum = models.minimum_size(model_config)
+  photo = _photo(minimum - 3, 2 * minimum, seed=2)
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  Image.fromarray(photo).save(folder / 'small.png')
+  result = subprocess.run(
+      [sys.executable, '-m', 'dcsfn_jax.derain', f'--workdir={checkpoint_dir}',
+       f'--input={folder}', f'--output={tmp_path / "out"}'],
+      capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (f'{2 * minimum}x{minimum - 3} is below the network\'s {minimum} px '
+          'minimum; it was padded by reflection') in result.stdout
+  # The network pads it itself: still exactly its forward at native size.
+  np.testing.assert_array_equal(
+      images.read_image(tmp_path / 'out' / 'small.png'),
+      metrics.to_uint8(_native(params, model_config, photo)))

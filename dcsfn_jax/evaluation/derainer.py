@@ -41,6 +41,7 @@ class Result:
   path: str
   output: str = ''
   error: str = ''
+  note: str = ''  # e.g. a photo padded up to the network's minimum size
   niqe_input: float | None = None
   niqe_output: float | None = None
 
@@ -312,9 +313,9 @@ def derain_files(derainer, input_paths, output_dir, *, panels=False,
       result.error = str(error)
       continue
     if min(height, width) < derainer.granule:
-      logging.warning('%s: %dx%d is below the network\'s %d px minimum; it is '
-                      'padded by reflection and cropped back.', path, width,
-                      height, derainer.granule)
+      result.note = (f'{path}: {width}x{height} is below the network\'s '
+                     f'{derainer.granule} px minimum; it was padded by '
+                     'reflection and cropped back.')
     derained = _to_uint8(derainer(photo))
     _write_outputs(result, targets, photo, derained)
     if result.error:
@@ -356,6 +357,7 @@ def summarise(results, with_niqe):
   """Human-readable summary lines."""
   done = [r for r in results if not r.error]
   lines = [f'Derained {len(done)} of {len(results)} file(s).']
+  lines.extend(f'  note: {r.note}' for r in done if r.note)
   if with_niqe:
     scored = [r for r in done if r.niqe_input is not None]
     for r in scored:
