@@ -86,6 +86,14 @@ def read_config(manager, step):
                           f'{manager.directory} step {step}')
 
 
+def train_state_fields(manager, step):
+  """The top-level fields of the train state saved at `step` (e.g. {'opt_state',
+  'step'}), read from its metadata alone."""
+  folder = epath.Path(manager.directory) / str(step) / _TRAIN_STATE
+  with ocp.StandardCheckpointer() as reader:
+    return set(reader.metadata(folder).item_metadata.tree)
+
+
 def set_aside(manager, step):
   """Renames a damaged step's folder to STEP.corrupt (orbax no longer lists
   it, nothing is deleted) and returns the new path."""

@@ -2,10 +2,12 @@
 `error:` line naming the field or folder and the fix, with no traceback, and
 a run that never started leaves no workdir behind."""
 import os
+import shutil
 import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from dcsfn_jax import checkpointing
@@ -184,3 +186,34 @@ def test_the_readme_prepare_then_train_pair_works_with_tilde_paths(tmp_path):
   # Saves between evals carry no metrics by design: no warning for each.
   assert 'tracked_metric' not in result.stderr
   assert not (tmp_path / '~').exists()
+
+
+def test_a_checkpoint_of_another_version_is_named_not_set_aside(
+    tmp_path, synthetic_data_dir):
+  """A train state with a field this version does not keep (older runs held
+  an RNG key) is refused in one line, and nothing is renamed."""
+  config = smoke_config.smoke_config(synthetic_data_dir)
+  with config.unlocked():
+    config.total_steps = 2
+  trainer.train_and_evaluate(config, tmp_path)
+  manager = checkpointing.make_manager(tmp_path)
+  restored = checkpointing.restore(
+      manager, 2, abstract_params=None, abstract_train_state=None)
+  manager.close()
+  train_state = dict(restored['train_state'], rng=np.zeros(2, np.uint32))
+  step_dir = tmp_path / checkpointing.CHECKPOINTS_SUBDIR / '2'
+  shutil.rmtree(step_dir)
+  manager = checkpointing.make_manager(tmp_path)
+  checkpointing.save(manager, 2, params=restored['params'],
+                     train_state=train_state,
+                     data_state=restored['data_state'],
+                     config=restored['config'])
+  manager.wait_until_finished()
+  manager.close()
+  with config.unlocked():
+    config.total_steps = 4
+  with pytest.raises(train_config.ConfigError, match="another version") as e:
+    trainer.train_and_evaluate(config, tmp_path)
+  assert "'rng'" in str(e.value) and '--config.init_from=' in str(e.value)
+  assert step_dir.is_dir() and not any(
+      p.name.endswith('.corrupt') for p in step_dir.parent.iterdir())

@@ -95,6 +95,21 @@ def _check_same_model(config, saved, workdir, step):
       f'--config.init_from={workdir} (params only, same model).')
 
 
+def _check_same_layout(manager, step, abstract_rest, workdir):
+  """ConfigError when the step is intact but holds another version's train
+  state (not damage: nothing to set aside)."""
+  try:
+    saved = checkpointing.train_state_fields(manager, step)
+  except Exception:  # pylint: disable=broad-except  # damaged metadata
+    return
+  if saved != set(abstract_rest):
+    raise config_lib.ConfigError(
+        f'{workdir} step {step} holds a train state with fields '
+        f'{sorted(saved)}, written by another version of dcsfn_jax (this one '
+        f'keeps {sorted(abstract_rest)}); it cannot be resumed. Start a new '
+        f'--workdir with --config.init_from={workdir} (its parameters).')
+
+
 def _restore_newest_intact(config, workdir, manager, abstract_state, mesh):
   """(state in checkpoint layout, data_state, step) from the newest step that
   restores; broken newer steps are set aside as STEP.corrupt with a warning.
@@ -117,6 +132,7 @@ def _restore_newest_intact(config, workdir, manager, abstract_state, mesh):
           abstract_ema_params=(None if abstract_ema is None
                                else _abstract(abstract_ema, replicated)))
     except Exception as error:  # pylint: disable=broad-except
+      _check_same_layout(manager, step, abstract_rest, workdir)
       broken.append((step, error))
       continue
     for bad_step, error in broken:
