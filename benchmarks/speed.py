@@ -140,8 +140,11 @@ def _jax_case(case, config, shape, devices):
   rainy = rng.random(shape + (3,), dtype=np.float32)
   clean = rng.random(shape + (3,), dtype=np.float32)
   params = models.init_params(model, jax.random.key(0), shape + (3,))
+  # As inference.Runner does: split the batch, or a lone image by rows, or
+  # run a lone image whose rows do not split evenly on the first device.
+  if devices > 1 and shape[0] == 1 and shape[1] % devices:
+    devices = 1
   mesh = parallel.make_mesh(jax.devices()[:devices])
-  # As inference.Runner does: split the batch, or a lone image by rows.
   if devices > 1 and shape[0] % devices == 0:
     batch_sharding = parallel.batch_sharded(mesh)
   elif devices > 1 and shape[0] == 1 and shape[1] % devices == 0:

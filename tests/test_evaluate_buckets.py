@@ -135,9 +135,31 @@ def test_a_single_image_is_split_by_rows_over_the_devices_bit_for_bit(
   single = runner(params, {'rainy': image})['derained']
   assert splits == [1]
   # The same image beside a second one: the batch path, one image a device.
-  pair = runner(params, {'rainy': np.concatenate([image, image[:, ::-1]])})['derained']
+  pair = runner(params, {'rainy': np.concatenate([image, image[:, ::-1]])})[
+      'derained']
   np.testing.assert_array_equal(single[0], pair[0])
-  # Rows the devices cannot share evenly take the batch path.
-  odd = runner(params, {'rainy': image[:, :height - 1]})['derained']
-  assert splits == [1]
-  np.testing.assert_array_equal(odd.shape, (1, height - 1, 12, 3))
+
+
+@pytest.mark.parametrize('height', [7, 13, 31])
+def test_a_single_image_with_uneven_rows_runs_as_on_one_device(
+    tiny_model, height):
+  """Rows the devices cannot share evenly: the image runs alone on the first
+  device (not beside a blank one), and gives the one-device result."""
+  params, config = tiny_model
+  devices = jax.device_count()
+  assert height % devices, 'the heights must not split evenly'
+  forward = inference.forward_fn(config)
+  runner = inference.Runner(forward)
+  used = []
+  step = runner._step  # pylint: disable=protected-access
+  runner._step = lambda p, batch: used.append(  # pylint: disable=protected-access
+      batch['rainy'].sharding.device_set) or step(p, batch)
+  image = np.random.default_rng(height).random((1, height, 12, 3),
+                                               dtype=np.float32)
+  odd = runner(runner.place(params), {'rainy': image})['derained']
+  first = jax.devices()[0]
+  assert used == [{first}]
+  with jax.default_matmul_precision('highest'):
+    alone = jax.jit(forward)(jax.device_put(params, first),
+                             {'rainy': jax.device_put(image, first)})
+  np.testing.assert_array_equal(odd, np.asarray(alone['derained']))
