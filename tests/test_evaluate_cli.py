@@ -6,33 +6,11 @@ import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from dcsfn_jax import checkpointing
 from dcsfn_jax.evaluation import evaluator
 from dcsfn_jax.evaluation import images
-from dcsfn_jax import models
-
-
-@pytest.fixture(scope='module')
-def checkpoint_dir(tmp_path_factory, synthetic_data_dir):
-  """A save_pretrained checkpoint of a randomly initialised tiny model whose
-  config points at the synthetic dataset."""
-  model_config = models.preset('official')
-  model_config.update(channels=4, num_blocks=1, num_scales=2,
-                      convs_per_scale=1, single=True)
-  params = models.build_model(model_config).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
-  config = ml_collections.ConfigDict({
-      'model': model_config, 'dataset': 'synthetic_rain',
-      'data_dir': os.fspath(synthetic_data_dir), 'eval_split': 'test'})
-  directory = tmp_path_factory.mktemp('checkpoint') / 'pretrained'
-  checkpointing.save_pretrained(directory, params, config)
-  return directory
 
 
 def test_cli_writes_tables_images_and_panels(checkpoint_dir, tmp_path):

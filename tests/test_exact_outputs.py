@@ -1,8 +1,5 @@
 """derain and evaluate give the network's own output by default: each image
 runs at its native size, so a saved PNG is round(clip(forward(photo)))."""
-import subprocess
-import sys
-
 import jax
 import ml_collections
 import numpy as np
@@ -14,6 +11,7 @@ from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
 from dcsfn_jax.evaluation import images
+import cli_checks
 
 
 def _photo(height, width, seed=0):
@@ -60,10 +58,9 @@ def test_derain_png_of_an_odd_size_photo_is_the_native_forward(
   folder = tmp_path / 'photos'
   folder.mkdir()
   Image.fromarray(photo).save(folder / 'odd.png')
-  result = subprocess.run(
-      [sys.executable, '-m', 'dcsfn_jax.derain', f'--workdir={checkpoint_dir}',
-       f'--input={folder}', f'--output={tmp_path / "out"}'],
-      capture_output=True, text=True, timeout=300, check=False)
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain',
+                          f'--workdir={checkpoint_dir}', f'--input={folder}',
+                          f'--output={tmp_path / "out"}')
   assert result.returncode == 0, result.stderr[-3000:]
   saved = images.read_image(tmp_path / 'out' / 'odd.png')
   expected = metrics.to_uint8(_native(params, model_config, photo))
@@ -94,10 +91,9 @@ def test_a_photo_below_the_minimum_is_padded_and_the_summary_says_so(
   folder = tmp_path / 'photos'
   folder.mkdir()
   Image.fromarray(photo).save(folder / 'small.png')
-  result = subprocess.run(
-      [sys.executable, '-m', 'dcsfn_jax.derain', f'--workdir={checkpoint_dir}',
-       f'--input={folder}', f'--output={tmp_path / "out"}'],
-      capture_output=True, text=True, timeout=300, check=False)
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain',
+                          f'--workdir={checkpoint_dir}', f'--input={folder}',
+                          f'--output={tmp_path / "out"}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert (f'{2 * minimum}x{minimum - 3} is below the network\'s {minimum} px '
           'minimum; it was padded by reflection') in result.stdout

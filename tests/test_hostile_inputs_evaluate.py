@@ -4,36 +4,14 @@ import hashlib
 import os
 import pathlib
 
-import jax
-import jax.numpy as jnp
-import ml_collections
 import pytest
 
-from dcsfn_jax import checkpointing
-from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
 import cli_checks
 
 
 def _evaluate(tmp_path, *args):
   return cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', *args)
-
-
-@pytest.fixture(scope='module')
-def checkpoint_dir(tmp_path_factory, synthetic_data_dir):
-  """A tiny save_pretrained checkpoint whose config names the synthetic
-  dataset, shared by the whole module."""
-  model_config = models.preset('official')
-  model_config.update(channels=4, num_blocks=1, num_scales=2,
-                      convs_per_scale=1, single=True)
-  params = models.build_model(model_config).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
-  config = ml_collections.ConfigDict({
-      'model': model_config, 'dataset': 'synthetic_rain',
-      'data_dir': os.fspath(synthetic_data_dir), 'eval_split': 'test'})
-  directory = tmp_path_factory.mktemp('evaluate_model') / 'pretrained'
-  checkpointing.save_pretrained(directory, params, config)
-  return directory
 
 
 def _default_output(checkpoint_dir):
