@@ -19,7 +19,6 @@ release (BGR), which a `note:` line says. OUT may not be, lie inside or
 contain the input folder; existing outputs are replaced only with
 --overwrite, and only if this project wrote them.
 """
-import os
 import sys
 
 from absl import app
@@ -103,16 +102,10 @@ def main(argv):
     try:
       derainer.write_niqe_csv(output, results)
     except OSError as error:
-      sys.exit(f'error: cannot write {derainer.NIQE_CSV} in {output} '
-               f'({error.strerror or error}).')
+      sys.exit(f'error: {error}')
   print('\n'.join(derainer.summarise(results, f.niqe)))
-  failed = [os.path.basename(r.path) for r in results if r.error]
-  if failed:
-    shown = ', '.join(failed[:3]) + (f' and {len(failed) - 3} more'
-                                     if len(failed) > 3 else '')
-    sys.exit(f'error: {len(failed)} of {len(results)} file(s) not derained '
-             f'({shown}); the summary above says why and what to do for '
-             'each.')
+  if any(r.error for r in results):
+    sys.exit(f'error: {derainer.failures(results)}')
 
 
 if __name__ == '__main__':

@@ -341,16 +341,35 @@ def check_niqe_csv(output_dir, overwrite):
 
 
 def write_niqe_csv(output_dir, results):
-  """output_dir/niqe.csv: each derained file's NIQE before and after."""
-  with open(os.path.join(output_dir, NIQE_CSV), 'w', newline='') as file:
-    writer = csv.writer(file)
-    writer.writerow(_NIQE_HEADER)
-    for r in results:
-      if not r.error:
-        writer.writerow([os.path.basename(r.path),
-                         '' if r.niqe_input is None else f'{r.niqe_input:.4f}',
-                         '' if r.niqe_output is None
-                         else f'{r.niqe_output:.4f}'])
+  """output_dir/niqe.csv: each derained file's NIQE before and after.
+
+  Raises:
+    OSError: naming the file, when it cannot be written.
+  """
+  path = os.path.join(output_dir, NIQE_CSV)
+  try:
+    with open(path, 'w', newline='') as file:
+      writer = csv.writer(file)
+      writer.writerow(_NIQE_HEADER)
+      for r in results:
+        if not r.error:
+          writer.writerow([
+              os.path.basename(r.path),
+              '' if r.niqe_input is None else f'{r.niqe_input:.4f}',
+              '' if r.niqe_output is None else f'{r.niqe_output:.4f}'])
+  except OSError as error:
+    raise OSError(f'cannot write {NIQE_CSV} in {output_dir} '
+                  f'({error.strerror or error}).') from None
+
+
+def failures(results):
+  """One line for a run with skipped files: how many, which (up to three),
+  and where the reasons are."""
+  failed = [os.path.basename(r.path) for r in results if r.error]
+  shown = ', '.join(failed[:3]) + (f' and {len(failed) - 3} more'
+                                   if len(failed) > 3 else '')
+  return (f'{len(failed)} of {len(results)} file(s) not derained ({shown}); '
+          'the summary above says why and what to do for each.')
 
 
 def summarise(results, with_niqe):
