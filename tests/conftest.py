@@ -42,19 +42,12 @@ def checkpoint_dir(tmp_path_factory, synthetic_data_dir):
   """A save_pretrained checkpoint of a randomly initialised tiny model
   (single-scale) whose config names the synthetic dataset; one per test
   module. Modules that need another model define their own."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from dcsfn_jax import models  # pylint: disable=g-import-not-at-top
+  import tiny_models  # pylint: disable=g-import-not-at-top
   model_config = models.preset('official')
   model_config.update(channels=4, num_blocks=1, num_scales=2,
                       convs_per_scale=1, single=True)
-  params = models.build_model(model_config).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
-  config = ml_collections.ConfigDict({
-      'model': model_config, 'dataset': 'synthetic_rain',
-      'data_dir': os.fspath(synthetic_data_dir), 'eval_split': 'test'})
-  directory = tmp_path_factory.mktemp('checkpoint') / 'pretrained'
-  checkpointing.save_pretrained(directory, params, config)
-  return directory
+  return tiny_models.save_checkpoint(
+      tmp_path_factory.mktemp('checkpoint') / 'pretrained', model_config,
+      dataset='synthetic_rain', data_dir=os.fspath(synthetic_data_dir),
+      eval_split='test')

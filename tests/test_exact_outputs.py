@@ -1,7 +1,6 @@
 """derain and evaluate give the network's own output by default: each image
 runs at its native size, so a saved PNG is round(clip(forward(photo)))."""
 import jax
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
@@ -12,6 +11,7 @@ from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
 from dcsfn_jax.evaluation import images
 import cli_checks
+import tiny_models
 
 
 def _photo(height, width, seed=0):
@@ -30,6 +30,19 @@ def _native(params, model_config, photo):
                                   metrics.to_float(photo)[None]))[0]
 
 
+def _derain_one(tmp_path, checkpoint_dir, name, photo):
+  """`python -m dcsfn_jax.derain` of one photo saved as tmp_path/photos/NAME
+  into tmp_path/out; asserts it succeeded."""
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  Image.fromarray(photo).save(folder / name)
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain',
+                          f'--workdir={checkpoint_dir}', f'--input={folder}',
+                          f'--output={tmp_path / "out"}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
 @pytest.fixture(scope='module')
 def checkpoint_dir(tmp_path_factory):
   """A tiny full (multi-branch) DCSFN with random weights: its pooling and
@@ -37,12 +50,8 @@ def checkpoint_dir(tmp_path_factory):
   model_config = models.preset('official')
   model_config.update(channels=4, num_blocks=1, num_scales=2,
                       convs_per_scale=1)
-  params = models.init_params(models.build_model(model_config),
-                              jax.random.key(0), (1, 16, 16, 3))
-  directory = tmp_path_factory.mktemp('exact') / 'pretrained'
-  checkpointing.save_pretrained(
-      directory, params, ml_collections.ConfigDict({'model': model_config}))
-  return directory
+  return tiny_models.save_checkpoint(
+      tmp_path_factory.mktemp('exact') / 'pretrained', model_config)
 
 
 @pytest.fixture(scope='module')
@@ -55,13 +64,7 @@ def test_derain_png_of_an_odd_size_photo_is_the_native_forward(
     checkpoint_dir, model, tmp_path):
   params, model_config = model
   photo = _photo(57, 83)
-  folder = tmp_path / 'photos'
-  folder.mkdir()
-  Image.fromarray(photo).save(folder / 'odd.png')
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain',
-                          f'--workdir={checkpoint_dir}', f'--input={folder}',
-                          f'--output={tmp_path / "out"}')
-  assert result.returncode == 0, result.stderr[-3000:]
+  _derain_one(tmp_path, checkpoint_dir, 'odd.png', photo)
   saved = images.read_image(tmp_path / 'out' / 'odd.png')
   expected = metrics.to_uint8(_native(params, model_config, photo))
   np.testing.assert_array_equal(saved, expected)
@@ -88,13 +91,7 @@ def test_a_photo_below_the_minimum_is_padded_and_the_summary_says_so(
   params, model_config = model
   minimum = models.minimum_size(model_config)
   photo = _photo(minimum - 3, 2 * minimum, seed=2)
-  folder = tmp_path / 'photos'
-  folder.mkdir()
-  Image.fromarray(photo).save(folder / 'small.png')
-  result = cli_checks.run(tmp_path, 'dcsfn_jax.derain',
-                          f'--workdir={checkpoint_dir}', f'--input={folder}',
-                          f'--output={tmp_path / "out"}')
-  assert result.returncode == 0, result.stderr[-3000:]
+  result = _derain_one(tmp_path, checkpoint_dir, 'small.png', photo)
   assert (f'{2 * minimum}x{minimum - 3} is below the network\'s {minimum} px '
           'minimum; it was padded by reflection') in result.stdout
   # The network pads it itself: still exactly its forward at native size.

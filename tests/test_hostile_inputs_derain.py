@@ -13,18 +13,15 @@ import struct
 import time
 import zlib
 
-import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from dcsfn_jax import checkpointing
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import derainer
 from dcsfn_jax.evaluation import images
 import cli_checks
+import tiny_models
 
 
 def _derain(tmp_path, *args):
@@ -37,12 +34,8 @@ def model_dir(tmp_path_factory):
   config = models.preset('official')
   config.update(channels=4, num_blocks=1, num_scales=1, convs_per_scale=1,
                 single=True)
-  params = models.build_model(config).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
-  directory = tmp_path_factory.mktemp('derain_model') / 'pretrained'
-  checkpointing.save_pretrained(
-      directory, params, ml_collections.ConfigDict({'model': config}))
-  return directory
+  return tiny_models.save_checkpoint(
+      tmp_path_factory.mktemp('derain_model') / 'pretrained', config)
 
 
 def _photo(seed, height=33, width=41):

@@ -7,8 +7,6 @@ import os
 import pickle
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,6 +19,7 @@ from dcsfn_jax.export import torch_files
 torch = pytest.importorskip('torch')
 from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
 import cli_checks
+import tiny_models
 
 ASSUMED = ("channel_order='bgr', no model config recorded in the file: "
            "assumed the authors' release, the 'official' preset trained on "
@@ -36,13 +35,9 @@ def _rgb_config():
 
 @pytest.fixture(scope='module')
 def rgb_model(tmp_path_factory):
-  config = _rgb_config()
-  params = models.build_model(config).init(
-      jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 3)))['params']
-  directory = tmp_path_factory.mktemp('rgb_model') / 'pretrained'
-  checkpointing.save_pretrained(
-      directory, params, ml_collections.ConfigDict({'model': config}))
-  return directory
+  return tiny_models.save_checkpoint(
+      tmp_path_factory.mktemp('rgb_model') / 'pretrained', _rgb_config(),
+      seed=1)
 
 
 @pytest.fixture(scope='module')
