@@ -7,11 +7,16 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import optax
 import pytest
 
 from dcsfn_jax import checkpointing
+from dcsfn_jax import models
+from dcsfn_jax import parallel
 from dcsfn_jax.training import config as train_config
+from dcsfn_jax.training import state as state_lib
 from dcsfn_jax.training import trainer
 import cli_checks
 import smoke_config
@@ -217,3 +222,30 @@ def test_a_checkpoint_of_another_version_is_named_not_set_aside(
   assert "'rng'" in str(e.value) and '--config.init_from=' in str(e.value)
   assert step_dir.is_dir() and not any(
       p.name.endswith('.corrupt') for p in step_dir.parent.iterdir())
+
+
+def test_init_from_starts_from_the_checkpoint_s_parameters(trained_workdir,
+                                                           tmp_path,
+                                                           synthetic_data_dir):
+  config = smoke_config.smoke_config(synthetic_data_dir)
+  with config.unlocked():
+    config.init_from = str(trained_workdir)
+    config.ema_decay = 0.5  # the average starts from the same parameters
+  model = models.build_model(config.model)
+  optimizer = optax.adam(1e-3)
+  abstract = state_lib.abstract_train_state(model, optimizer,
+                                            config.patch_size, ema=True)
+  init_params = trainer._init_params_from(  # pylint: disable=protected-access
+      config, abstract['params'])
+  manager = checkpointing.make_manager(tmp_path)
+  state, data_state = trainer.restore_or_init(
+      config, tmp_path, manager, model, optimizer,
+      parallel.make_mesh(), abstract, init_params)
+  manager.close()
+  assert data_state is None and int(state['step']) == 0
+  expected, _ = checkpointing.load_pretrained(trained_workdir)
+  host = state_lib.checkpoint_layout(state)
+  for name in ('params', 'ema_params'):
+    for got, want in zip(jax.tree.leaves(host[name]),
+                         jax.tree.leaves(expected)):
+      np.testing.assert_array_equal(got, want)

@@ -178,16 +178,15 @@ def _init_params_from(config, abstract_params):
 
 
 def restore_or_init(config, workdir, manager, model, optimizer, mesh,
-                    init_params=None):
+                    abstract_state, init_params=None):
   """Resume order: workdir checkpoint, then `init_params` (read from
   config.init_from by `_init_params_from`), then a fresh init.
 
-  Returns (state in `models.runtime_layout`, replicated over `mesh`;
-  data_state or None).
+  `abstract_state` is `state_lib.abstract_train_state` of the run. Returns
+  (state in `models.runtime_layout`, replicated over `mesh`; data_state or
+  None).
   """
   ema = config.ema_decay > 0
-  abstract_state = state_lib.abstract_train_state(model, optimizer,
-                                                  config.patch_size, ema=ema)
   resumed = _restore_newest_intact(config, workdir, manager, abstract_state,
                                    mesh)
   if resumed is not None:
@@ -296,14 +295,16 @@ def _train(config, workdir):
   model = models.build_model(config.model)
   optimizer = optax.adam(schedule)
   # Read before anything is written, so that a bad init_from leaves no trace.
+  abstract_state = state_lib.abstract_train_state(
+      model, optimizer, config.patch_size, ema=config.ema_decay > 0)
   init_params = None
   if config.init_from:
-    init_params = _init_params_from(config, state_lib.abstract_train_state(
-        model, optimizer, config.patch_size)['params'])
+    init_params = _init_params_from(config, abstract_state['params'])
   manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
   try:
     state, data_state = restore_or_init(config, workdir, manager, model,
-                                        optimizer, mesh, init_params)
+                                        optimizer, mesh, abstract_state,
+                                        init_params)
   except BaseException:
     manager.close()
     raise
