@@ -14,6 +14,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 import numpy as np
 import optax
 
@@ -78,7 +79,7 @@ def _concatenated(tree):
 
 def micro_batches(batch, count):
   """[B, ...] leaves -> [count, B / count, ...]: micro-batch j holds rows j,
-  j + count, j + 2 count, ..., so each device's rows split evenly too."""
+  j + count, j + 2 count, ..."""
   return jax.tree.map(
       lambda x: x.reshape(x.shape[0] // count, count,
                           *x.shape[1:]).swapaxes(0, 1), batch)
@@ -101,25 +102,50 @@ def loss_and_grads(params, batch, *, model, config):
     return grad_fn(params, batch)
   micros = micro_batches(batch, count)
 
-  def accumulate(total, micro):
-    return jax.tree.map(jnp.add, total, grad_fn(params, micro)), None
+  def accumulate(grad_sum, micro):
+    losses_and_parts, grads = grad_fn(params, micro)
+    return jax.tree.map(jnp.add, grad_sum, grads), losses_and_parts
 
-  zeros = jax.tree.map(
-      lambda x: jnp.zeros(x.shape, x.dtype),
-      jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micros)))
-  total, _ = jax.lax.scan(accumulate, zeros, micros)
-  return jax.tree.map(lambda x: x / count, total)
+  # zeros_like keeps the parameters' type, varying over devices or not.
+  grad_sum, losses_and_parts = jax.lax.scan(
+      accumulate, jax.tree.map(jnp.zeros_like, params), micros)
+  return (jax.tree.map(lambda x: jnp.mean(x, axis=0), losses_and_parts),
+          jax.tree.map(lambda x: x / count, grad_sum))
 
 
-def train_step(state, batch, *, model, optimizer, schedule, config):
+def _local_loss_and_grads(params, batch, *, model, config):
+  """`loss_and_grads` of one device's share of the batch (patches, or host
+  windows made into patches here), averaged over the 'data' axis.
+
+  The parameters are cast to varying over 'data' first, so that their
+  gradients are this device's alone until the one pmean (left invariant,
+  autodiff would sum them across devices itself, block by block).
+  """
+  if augment.is_window_batch(batch):
+    batch = augment.released_patches(batch, config.patch_size)
+  params = jax.lax.pcast(params, parallel.DATA_AXIS, to='varying')
+  return jax.lax.pmean(loss_and_grads(params, batch, model=model,
+                                      config=config), parallel.DATA_AXIS)
+
+
+def train_step(state, batch, *, model, optimizer, schedule, config, mesh):
   """One Adam update on a global batch: patches {'rainy', 'clean'} float32
   [B, P, P, 3], or the released augmentation's host windows and draws
   (`data.augment.WINDOW_KEYS`, from `data.pipeline`), which become patches
-  on the device first, on the batch's sharding (P = config.patch_size)."""
-  if augment.is_window_batch(batch):
-    batch = augment.released_patches(batch, config.patch_size)
-  (loss, parts), grads = loss_and_grads(state['params'], batch, model=model,
-                                        config=config)
+  on the device first (P = config.patch_size).
+
+  Data parallel by construction: each device of `mesh` runs the forward and
+  backward pass on its own B / devices examples (a shard_map), and the loss
+  and gradients are averaged once, with one all-reduce. Left to GSPMD, the
+  whole-batch graph had its weight-gradient convs (which contract over the
+  batch) partitioned with ~740 collective-permutes and 7 all-reduces per
+  step inside the block scan (benchmarks/RESULTS.md, 2026-12-01).
+  """
+  local = functools.partial(_local_loss_and_grads, model=model, config=config)
+  (loss, parts), grads = jax.shard_map(
+      local, mesh=mesh,
+      in_specs=(PartitionSpec(), PartitionSpec(parallel.DATA_AXIS)),
+      out_specs=PartitionSpec())(state['params'], batch)
   updates, opt_state = optimizer.update(grads, state['opt_state'],
                                         state['params'])
   params = optax.apply_updates(state['params'], updates)
@@ -144,7 +170,7 @@ def make_train_step(model, optimizer, schedule, config, mesh):
   replicated = parallel.replicated(mesh)
   return jax.jit(
       functools.partial(train_step, model=model, optimizer=optimizer,
-                        schedule=schedule, config=config),
+                        schedule=schedule, config=config, mesh=mesh),
       in_shardings=(replicated, parallel.batch_sharded(mesh)),
       out_shardings=(replicated, replicated),
       donate_argnums=(0,))
