@@ -51,6 +51,10 @@ _JAX_DEVICES = flags.DEFINE_list(
     'jax_devices', ['1'], 'XLA host device counts on CPU, each timed as its '
     'own JAX worker (e.g. 1,2 for the scaling); batches are split over them. '
     'On a GPU/TPU machine use 1: the accelerator is the device.')
+_REMAT = flags.DEFINE_enum(
+    'remat', 'auto', ['auto', 'true', 'false'],
+    "config.model.remat for the train case: 'auto' resolves as the trainer "
+    'does (training.memory, against the default remat_budget_gb).')
 _JSON_OUT = flags.DEFINE_string('json_out', 'benchmarks/speed.json',
                                 'Where to write the JSON results.')
 _RESULTS_MD = flags.DEFINE_string('results_md', 'benchmarks/RESULTS.md',
@@ -130,8 +134,9 @@ def _jax_case(case, config, shape, devices):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   from dcsfn_jax import models, parallel  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.evaluation import inference  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.training import memory  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training.config import base_config as base_train_config  # pylint: disable=g-import-not-at-top
 
@@ -139,31 +144,25 @@ def _jax_case(case, config, shape, devices):
   rng = np.random.default_rng(0)
   rainy = rng.random(shape + (3,), dtype=np.float32)
   clean = rng.random(shape + (3,), dtype=np.float32)
-  params = models.init_params(model, jax.random.key(0), shape + (3,))
-  # As inference.Runner does: split the batch, or a lone image by rows, or
-  # run a lone image whose rows do not split evenly on the first device.
-  if devices > 1 and shape[0] == 1 and shape[1] % devices:
-    devices = 1
+  params = models.runtime_layout(
+      models.init_params(model, jax.random.key(0), shape + (3,)), config)
   mesh = parallel.make_mesh(jax.devices()[:devices])
-  if devices > 1 and shape[0] % devices == 0:
-    batch_sharding = parallel.batch_sharded(mesh)
-  elif devices > 1 and shape[0] == 1 and shape[1] % devices == 0:
-    batch_sharding = parallel.height_sharded(mesh)
-  else:
-    batch_sharding = NamedSharding(mesh, PartitionSpec())
-  replicated = NamedSharding(mesh, PartitionSpec())
-  rainy, clean = (jax.device_put(a, batch_sharding) for a in (rainy, clean))
-  params = jax.device_put(models.runtime_layout(params, config), replicated)
-
+  info = {}
   if case == 'train':  # The trainer's own step, state and layout.
     train_config = base_train_config()
-    train_config.model = config
+    train_config.model = models.replaced(
+        config, remat={'auto': 'auto', 'true': True, 'false': False}[
+            _REMAT.value])
+    train_config.batch_size, train_config.patch_size = shape[0], shape[1]
+    model_config, info['remat'] = memory.resolve_remat(
+        train_config, mesh.devices.flat)
+    model = models.build_model(model_config)
     optimizer = optax.adam(5e-4)
     step_fn = state_lib.make_train_step(model, optimizer, lambda _: 5e-4,
-                                    train_config, mesh)
-    state = [jax.device_put(state_lib.create_train_state(
-        model, optimizer, shape[1], jax.random.key(0)), replicated)]
-    batch = {'rainy': rainy, 'clean': clean}
+                                        train_config, mesh)
+    state = [parallel.replicate(state_lib.create_train_state(
+        model, optimizer, shape[1], jax.random.key(0)), mesh)]
+    batch = parallel.shard_batch({'rainy': rainy, 'clean': clean}, mesh)
     start = time.perf_counter()
     compiled = step_fn.lower(state[0], batch).compile()
     compile_s = time.perf_counter() - start
@@ -171,16 +170,21 @@ def _jax_case(case, config, shape, devices):
     def run_once():
       state[0], metrics = compiled(state[0], batch)
       metrics['loss'].block_until_ready()
-  else:
+  else:  # What derain and evaluate run: host images in, host images out.
+    # The worker's process has exactly `devices` XLA devices.
+    runner = inference.Runner(inference.forward_fn(config),
+                              batch_size=shape[0])
+    placed = runner.place(params)
+    run_once = lambda: runner(placed, {'rainy': rainy})
     start = time.perf_counter()
-    compiled = jax.jit(model.apply).lower({'params': params}, rainy).compile()
-    compile_s = time.perf_counter() - start
-
-    def run_once():
-      compiled({'params': params}, rainy).block_until_ready()
+    run_once()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    run_once()
+    compile_s = first - (time.perf_counter() - start)
 
   count_flops = lambda: _unrolled_flops(case, config, params, rainy, clean)
-  return run_once, {'compile_s': compile_s}, count_flops
+  return run_once, {'compile_s': compile_s, **info}, count_flops
 
 
 def _unrolled_flops(case, config, params, rainy, clean) -> float:
@@ -325,6 +329,7 @@ def _start_worker(name: str, case: str) -> subprocess.Popen:
   args = [sys.executable, os.path.abspath(__file__),
           f'--worker={name}:{case}', f'--preset={_PRESET.value}',
           f'--dtype={_DTYPE.value}', f'--warmup={_WARMUP.value}',
+          f'--remat={_REMAT.value}',
           '--smoke' if _SMOKE.value else '--nosmoke']
   return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           text=True, env=env)
@@ -401,6 +406,9 @@ def _markdown(report: dict) -> str:
           f"{w.get('flops', 0) / 1e9:.0f} | "
           f"{fmt(w, 'percent_of_peak', 0)} | "
           f"{fmt(ratios, f'torch/{name}')} | {fmt(ratios, f'jax/{name}')} |")
+  lines += [f"\n{case}, {name}: {w['remat']}."
+            for case, r in report['cases'].items()
+            for name, w in r['workers'].items() if 'remat' in w]
   return '\n'.join(lines) + '\n'
 
 

@@ -188,6 +188,7 @@ def test_the_readme_prepare_then_train_pair_works_with_tilde_paths(tmp_path):
                   env=env, cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   assert (home / 'runs' / 'smoke' / 'checkpoints').is_dir()
+  assert 'remat=auto on CPU: rematerialising' in result.stderr  # its choice
   # Saves between evals carry no metrics by design: no warning for each.
   assert 'tracked_metric' not in result.stderr
   assert not (tmp_path / '~').exists()

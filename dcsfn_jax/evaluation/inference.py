@@ -86,7 +86,15 @@ class Runner:
 
     def counted(params, batch):
       self.compilations += 1  # runs at trace time only
-      return fn(params, batch)
+      if self.mesh.devices.size == 1 or not _is_lone_image(batch):
+        return fn(params, batch)
+      # One image: its rows split over the devices, evenly or not (XLA pads
+      # the last share inside the computation and exchanges the rows at the
+      # seams), so the result is that of the whole image on one device.
+      batch = jax.lax.with_sharding_constraint(
+          batch, parallel.height_sharded(self.mesh))
+      return jax.lax.with_sharding_constraint(
+          fn(params, batch), parallel.replicated(self.mesh))
 
     self._step = jax.jit(counted)
 
@@ -111,9 +119,8 @@ class Runner:
       params: from `place` (anything else is placed on every call).
       batch: dict of numpy arrays [n, ...], n <= batch_size; the batch is
         padded with zeros to batch_size and the padding dropped again. A
-        single image [1, H, ...] whose H the device count divides is split
-        along its rows instead; one whose H it does not runs alone on the
-        first device.
+        single image [1, H, ...] is split along its rows over the devices
+        instead, whether or not they divide H.
 
     Returns:
       fn's outputs as numpy arrays, [n, ...] for per-example ones.
@@ -129,24 +136,12 @@ class Runner:
                          array.dtype)
       return np.concatenate([array, padding])
 
-    devices = self.mesh.devices.size
     params = self.place(params)
-    if count == 1 and devices > 1 and all(
-        np.ndim(v) >= 3 and np.shape(v)[1] % devices == 0
-        for v in batch.values()):
-      # One image: split its rows over the devices rather than padding the
-      # batch with blank images that would keep all but one device busy
-      # for nothing (same result, bit for bit).
+    if _is_lone_image(batch):
+      # Whole on every device: the step splits its rows (an uneven split
+      # cannot be placed from the host).
       placed = jax.device_put({k: np.asarray(v) for k, v in batch.items()},
-                              parallel.height_sharded(self.mesh))
-    elif count == 1 and devices > 1:
-      # Rows that do not split evenly: the image alone on the first device,
-      # whose threads then have the cores to themselves, instead of beside
-      # a blank image that costs as much (same result as one device).
-      first = self.mesh.devices.flat[0]
-      placed = jax.device_put({k: np.asarray(v) for k, v in batch.items()},
-                              first)
-      params = jax.tree.map(lambda x: x.addressable_shards[0].data, params)
+                              parallel.replicated(self.mesh))
     else:
       placed = jax.device_put({k: fill(v) for k, v in batch.items()},
                               parallel.batch_sharded(self.mesh))
@@ -158,6 +153,11 @@ class Runner:
     return jax.tree.map(
         lambda x: np.asarray(x)[:count] if np.ndim(x) else np.asarray(x),
         outputs)
+
+
+def _is_lone_image(batch):
+  """True for a batch of one image ([1, H, ...] leaves, H the rows)."""
+  return all(np.ndim(v) >= 3 and np.shape(v)[0] == 1 for v in batch.values())
 
 
 def forward_fn(model_config, self_ensemble=False):

@@ -14,13 +14,13 @@ from __future__ import annotations
 import flax.linen as nn
 import ml_collections
 
-from dcsfn_jax.models.config import IMPLEMENTATION_FIELDS, PRESETS, complete, preset, validate
+from dcsfn_jax.models.config import IMPLEMENTATION_FIELDS, PRESETS, complete, preset, replaced, validate
 from dcsfn_jax.models.dcsfn import DCSFN, minimum_size
 from dcsfn_jax.models.initialization import init_params
 from dcsfn_jax.models.stacking import runtime_layout, stack_blocks, unstack_blocks
 
 __all__ = ['DCSFN', 'IMPLEMENTATION_FIELDS', 'PRESETS', 'build_model', 'complete', 'init_params',
-           'minimum_size', 'preset',
+           'minimum_size', 'preset', 'replaced',
            'runtime_layout', 'stack_blocks', 'unstack_blocks',
            'validate']
 

@@ -228,7 +228,7 @@ def train_memory(model_config, batch_size: int, patch_size: int,
   device = jax.devices()[0]
   return {'batch_size': batch_size, 'patch_size': patch_size,
           'scan_blocks': bool(config.scan_blocks),
-          'remat': bool(config.scan_blocks),
+          'remat': bool(config.scan_blocks) and config.remat is not False,
           'dtype': config.dtype,
           'conv_impl': config_lib.resolved_conv_impl(config),
           'backend': jax.default_backend(), 'device': device.device_kind,
@@ -348,9 +348,11 @@ def _memory_lines(memory):
     return ['## Training memory', '',
             'Not measured (no loss given, or the backend has no memory '
             'analysis).', '']
-  scan = ('on: the blocks run as a rematerialised lax.scan'
-          if memory['scan_blocks'] else
-          'off: unrolled blocks, no rematerialisation')
+  scan = ('off: unrolled blocks, no rematerialisation'
+          if not memory['scan_blocks'] else
+          'on: the blocks run as a rematerialised lax.scan'
+          if memory['remat'] else 'on, remat off: the blocks run as a '
+          'lax.scan that keeps their activations')
   return [
       f"## Training memory (batch {memory['batch_size']} x "
       f"{memory['patch_size']}x{memory['patch_size']} patches)", '',

@@ -13,11 +13,12 @@ import ml_collections
 PRESETS = ('official', 'paper')
 # Fields that choose how the network computes, not its parameters: a run may
 # resume or fine-tune with other values of these.
-IMPLEMENTATION_FIELDS = ('dtype', 'scan_blocks', 'conv_impl')
+IMPLEMENTATION_FIELDS = ('dtype', 'scan_blocks', 'conv_impl', 'remat')
 RECURRENT_UNITS = ('GRU', 'LSTM', 'RNN', 'Conv')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 DTYPES = ('float32', 'bfloat16')
 CONV_IMPLS = ('auto', 'xla', 'cpu')
+REMAT_CHOICES = ('auto', True, False)
 
 
 def _base() -> ml_collections.ConfigDict:
@@ -35,10 +36,17 @@ def _base() -> ml_collections.ConfigDict:
   config.recurrent_unit = 'GRU'
   config.channel_order = 'rgb'      # 'bgr' for the released weights.
   config.dtype = 'float32'          # compute dtype; parameters stay float32.
-  # Run the L blocks of each encoder/decoder as one rematerialised lax.scan
-  # over parameters stacked from the per-block ones (same names, same
-  # numbers): compiles in seconds instead of minutes and needs far less memory.
+  # Run the L blocks of each encoder/decoder as one lax.scan over parameters
+  # stacked from the per-block ones (same names, same numbers): compiles in
+  # seconds instead of minutes.
   config.scan_blocks = True
+  # Whether the scanned blocks' backward pass recomputes their internals
+  # (True) or keeps them from the forward pass (False: no recompute, about
+  # 5x the activation memory). 'auto' is resolved by the trainer
+  # (`training.memory`: by config.remat_budget_gb on accelerators, True on
+  # CPU hosts); a model applied as it is rematerialises. Unrolled blocks
+  # never do.
+  config.remat = ml_collections.FieldReference('auto', field_type=object)
   # How convs and their gradients are computed; same parameters, same values
   # up to float rounding. 'xla': lax.conv_general_dilated, autodiff's
   # gradients; 'cpu': dcsfn_jax.models.cpu_conv, whose gradients XLA:CPU runs
@@ -115,6 +123,16 @@ def validate(config) -> None:
            f'dtype={config.dtype!r} must be one of {DTYPES}.')
   _require(config.conv_impl in CONV_IMPLS,
            f'conv_impl={config.conv_impl!r} must be one of {CONV_IMPLS}.')
+  _require(config.remat == 'auto' or isinstance(config.remat, bool),
+           f'remat={config.remat!r} must be one of {REMAT_CHOICES}.')
+
+
+def replaced(config, **fields) -> ml_collections.ConfigDict:
+  """A copy of the model config with `fields` set, of any type ('auto' ->
+  True for remat; a ConfigDict would refuse the type change in place)."""
+  values = config.to_dict()
+  values.update(fields)
+  return ml_collections.ConfigDict(values)
 
 
 def complete(saved, source) -> ml_collections.ConfigDict:

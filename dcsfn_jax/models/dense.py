@@ -3,7 +3,8 @@
 Parameters are per block (block_{i}, conv1x1_{i}), matching the released
 state_dict, or stacked (`stacking.stack_blocks`; what the trainer holds).
 With `scan_blocks` (the default) the forward pass stacks them if needed and
-runs the blocks as one `lax.scan` with a rematerialised body. The dense
+runs the blocks as one `lax.scan`, its body rematerialised unless
+config.remat is False. The dense
 connection is scanned exactly with an accumulator that holds, for every block
 k, the partial sum of conv1x1_k's inputs seen so far: step s adds t_s's share
 to all k >= s with one C -> L*C product whose weights for k < s are zero
@@ -69,10 +70,11 @@ class _DenseStack(nn.Module):
       params = stacking.stack_blocks(params)
     block_params = params[stacking.STACKED_BLOCKS]
     block = InnerScaleConnectionBlock(config)
-    # Rematerialised: the backward pass recomputes each block's internals
-    # instead of keeping them for all L steps.
-    run_block = jax.checkpoint(
-        lambda p, h: block.apply({'params': p}, h), prevent_cse=False)
+    run_block = lambda p, h: block.apply({'params': p}, h)
+    if config.remat is not False:
+      # The backward pass recomputes each block's internals instead of
+      # keeping them for all L steps.
+      run_block = jax.checkpoint(run_block, prevent_cse=False)
     steps = jnp.arange(num_blocks)
     skips = skip_features if skip_features is not None else steps
 

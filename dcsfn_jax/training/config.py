@@ -40,6 +40,11 @@ def base_config(model_preset='official'):
                                    # e.g. 0.999 keeps ema_params as well
   config.grad_accum_steps = 1      # k: the batch runs as k micro-batches,
                                    # one update per batch_size images
+  config.remat_budget_gb = 8.0     # with model.remat='auto' on accelerators:
+                                   # recompute the blocks' activations only
+                                   # when keeping them would take more per
+                                   # device (half a 16 GB one; CPU hosts
+                                   # always recompute: training.memory)
 
   config.seed = 66                 # the release's torch.manual_seed
   config.init_from = ''            # checkpoint to start from (params only)
@@ -144,6 +149,11 @@ def validate(config):
     _fail(f'lr_decay_factor={config.lr_decay_factor!r} must lie in (0, 1].')
   if not 0.0 <= config.ema_decay < 1.0:
     _fail(f'ema_decay={config.ema_decay!r} must lie in [0, 1) (0: off).')
+  if (isinstance(config.remat_budget_gb, bool)
+      or not isinstance(config.remat_budget_gb, (int, float))
+      or not config.remat_budget_gb > 0):
+    _fail(f'remat_budget_gb={config.remat_budget_gb!r} must be a positive '
+          'number of gigabytes.')
   if (isinstance(config.grad_accum_steps, bool)
       or not isinstance(config.grad_accum_steps, int)
       or config.grad_accum_steps < 1):

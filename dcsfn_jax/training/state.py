@@ -85,18 +85,22 @@ def micro_batches(batch, count):
                           *x.shape[1:]).swapaxes(0, 1), batch)
 
 
+def loss_fn(params, batch, *, model, config):
+  """(loss, parts) of patches {'rainy', 'clean'} float32 [B, P, P, 3]: the
+  training objective (`losses.derain_loss`) of the model's output."""
+  derained = model.apply({'params': params}, batch['rainy'])
+  return losses.derain_loss(derained, batch['clean'],
+                            ssim_padding=config.ssim_padding,
+                            l1_weight=config.l1_weight)
+
+
 def loss_and_grads(params, batch, *, model, config):
   """((loss, parts), grads) of the batch; with grad_accum_steps = k the mean
   over k micro-batches, one after another (a scan), so only one micro-batch's
   activations are alive at a time. Equal to the whole batch's, since every
   term of the loss is a mean over equal-sized micro-batches."""
-  def loss_fn(params, micro):
-    derained = model.apply({'params': params}, micro['rainy'])
-    return losses.derain_loss(derained, micro['clean'],
-                              ssim_padding=config.ssim_padding,
-                              l1_weight=config.l1_weight)
-
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(
+      functools.partial(loss_fn, model=model, config=config), has_aux=True)
   count = config.grad_accum_steps
   if count == 1:
     return grad_fn(params, batch)

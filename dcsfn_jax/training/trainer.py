@@ -30,6 +30,7 @@ from dcsfn_jax.evaluation import evaluator as evaluator_lib
 from dcsfn_jax.evaluation import images
 from dcsfn_jax.training import config as config_lib
 from dcsfn_jax.training import inputs
+from dcsfn_jax.training import memory
 from dcsfn_jax.training import schedules
 from dcsfn_jax.training import state as state_lib
 from dcsfn_jax.training import writer as writer_lib
@@ -292,7 +293,9 @@ def _train(config, workdir):
   inputs.check_against_data(config, train_source, eval_source)
   total_steps, schedule = _schedule(config, len(train_source))
   mesh = parallel.make_mesh()
-  model = models.build_model(config.model)
+  model_config, remat_message = memory.resolve_remat(config)
+  logging.info('%s.', remat_message)
+  model = models.build_model(model_config)
   optimizer = optax.adam(schedule)
   # Read before anything is written, so that a bad init_from leaves no trace.
   abstract_state = state_lib.abstract_train_state(
