@@ -14,10 +14,13 @@ scan_blocks=False) takes minutes for the official preset.
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dcsfn_jax.models import cpu_conv
 from dcsfn_jax.models import layers
 from dcsfn_jax.models import stacking
 from dcsfn_jax.models.config import resolved_conv_impl
@@ -91,17 +94,19 @@ class _DenseStack(nn.Module):
     input_weights, step_weights, biases = (
         fusion['input_kernel'], fusion['step_kernel'], fusion['bias'])
     dtype = jnp.dtype(config.dtype)
+    if resolved_conv_impl(config) == 'cpu':
+      fuse = cpu_conv.pointwise
+    else:
+      fuse = functools.partial(jnp.einsum, 'bhwc,ckd->bhwkd',
+                               preferred_element_type=jnp.float32)
     # Partial sums stay float32 whatever the compute dtype.
-    partial_sums = jnp.einsum('bhwc,ckd->bhwkd', x, input_weights.astype(dtype),
-                              preferred_element_type=jnp.float32) + biases
+    partial_sums = fuse(x, input_weights.astype(dtype)) + biases
 
     def dense_body(carry, inputs):
       out, partial_sums = carry
       p, weights, skip, step = inputs
       t = run_block(p, out if skip_features is None else out + skip)
-      partial_sums = partial_sums + jnp.einsum(
-          'bhwc,ckd->bhwkd', t, weights.astype(dtype),
-          preferred_element_type=jnp.float32)
+      partial_sums = partial_sums + fuse(t, weights.astype(dtype))
       out = layers.leaky_relu(jax.lax.dynamic_index_in_dim(
           partial_sums, step, axis=3, keepdims=False)).astype(dtype)
       return (out, partial_sums), t
