@@ -68,13 +68,19 @@ def _kind(name: str, shape: tuple) -> str:
   return 'other'
 
 
-def summarise(trace_file: str, hlo_text: str, steps: int, top: int) -> str:
-  """A Markdown summary of the XLA op events in a Perfetto JSON trace."""
+def summarise(trace_file: str, hlo_text: str, steps: int, top: int,
+              wall: float) -> str:
+  """A Markdown summary of the XLA op events in a Perfetto JSON trace, per
+  thread (device) and per kind of op; `wall` is seconds per step."""
   with gzip.open(trace_file, 'rt') as f:
     events = json.load(f)
   events = events['traceEvents'] if isinstance(events, dict) else events
   shapes = output_shapes(hlo_text)
+  thread_names = {(e.get('pid'), e.get('tid')): e['args'].get('name')
+                  for e in events
+                  if e.get('ph') == 'M' and e.get('name') == 'thread_name'}
   by_name, by_kind = collections.Counter(), collections.Counter()
+  by_thread = collections.Counter()
   for event in events:
     op = event.get('args', {}).get('hlo_op')
     if event.get('ph') != 'X' or 'dur' not in event or not op:
@@ -85,8 +91,15 @@ def summarise(trace_file: str, hlo_text: str, steps: int, top: int) -> str:
     kind = _kind(op, shapes.get(op, ()))
     by_name[f'{op} ({kind})'] += seconds
     by_kind[kind] += seconds
+    by_thread[thread_names.get((event.get('pid'), event.get('tid')),
+                               str(event.get('tid')))] += seconds
   total = sum(by_kind.values())
-  lines = ['| kind | s per step (thread sum) | share |', '|---|---|---|']
+  # Each XLA CPU device runs its thunks on its own thread: one row a device.
+  lines = [f'| thread | busy s per step | busy share of the {wall:.2f} s '
+           'wall |', '|---|---|---|']
+  lines += [f'| {name} | {seconds:.3f} | {100 * seconds / wall:.0f}% |'
+            for name, seconds in by_thread.most_common()]
+  lines += ['', '| kind | s per step (thread sum) | share |', '|---|---|---|']
   lines += [f'| {kind} | {seconds:.3f} | {100 * seconds / total:.0f}% |'
             for kind, seconds in by_kind.most_common()]
   lines += ['', f'| top {top} operations | s per step | share |',
@@ -145,7 +158,13 @@ def main(argv):
         f'{batch_size}x{patch}x{patch}, {_DEVICES.value} device(s): '
         f'{wall:.2f} s per profiled step (wall, profiler on); trace in '
         f'{trace_dir}\n')
-  print(summarise(traces[0], compiled.as_text(), _STEPS.value, _TOP.value))
+  hlo = compiled.as_text()
+  collectives = {kind: len(re.findall(rf' {kind}(?:-start)?\(', hlo))
+                 for kind in ('all-reduce', 'collective-permute',
+                              'all-gather', 'reduce-scatter', 'all-to-all')}
+  print('collectives in the compiled step: ' + ', '.join(
+      f'{count} {kind}' for kind, count in collectives.items()) + '\n')
+  print(summarise(traces[0], hlo, _STEPS.value, _TOP.value, wall))
 
 
 if __name__ == '__main__':
