@@ -93,6 +93,7 @@ def device_times(source) -> dict:
   from dcsfn_jax.data import augment  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import config as train_config  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.training import memory  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
 
   size = _PATCH_SIZE.value
@@ -119,7 +120,8 @@ def device_times(source) -> dict:
   config = train_config.base_config(_PRESET.value)
   config.model.dtype = _DTYPE.value
   config.patch_size = size
-  model = models.build_model(config.model)
+  # As the trainer: remat='auto' resolved for these devices.
+  model = models.build_model(memory.resolve_remat(config, mesh.devices.flat)[0])
   optimizer = optax.adam(5e-4)
   step = state_lib.make_train_step(model, optimizer, lambda _: 5e-4, config,
                                    mesh)

@@ -24,6 +24,7 @@ from dcsfn_jax import models
 from dcsfn_jax import parallel
 from dcsfn_jax.training import config as train_config
 from dcsfn_jax.training import schedules
+from dcsfn_jax.training import memory
 from dcsfn_jax.training import state as state_lib
 
 _PRESET = flags.DEFINE_enum('preset', 'official', list(models.PRESETS),
@@ -40,7 +41,8 @@ def _measure(accum, ema):
   config.update(patch_size=_PATCH.value, batch_size=_BATCH.value,
                 grad_accum_steps=accum, ema_decay=ema)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  model = models.build_model(config.model)
+  # As the trainer: remat='auto' resolved for these devices.
+  model = models.build_model(memory.resolve_remat(config, mesh.devices.flat)[0])
   schedule = schedules.multistep_lr(5e-4, (1000, 2000))
   optimizer = optax.adam(schedule)
   state = parallel.replicate(state_lib.create_train_state(
@@ -54,7 +56,7 @@ def _measure(accum, ema):
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
-  memory = compiled.memory_analysis()
+  analysis = compiled.memory_analysis()
   times = []
   for _ in range(_STEPS.value + 1):
     start = time.perf_counter()
@@ -62,8 +64,8 @@ def _measure(accum, ema):
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-  print(f'| {accum} | {ema:g} | {memory.temp_size_in_bytes / 2**30:.2f} | '
-        f'{memory.argument_size_in_bytes / 2**20:.0f} | {rss_gb:.2f} | '
+  print(f'| {accum} | {ema:g} | {analysis.temp_size_in_bytes / 2**30:.2f} | '
+        f'{analysis.argument_size_in_bytes / 2**20:.0f} | {rss_gb:.2f} | '
         f'{compile_s:.1f} | {statistics.median(times[1:]):.2f} |', flush=True)
 
 

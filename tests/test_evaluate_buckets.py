@@ -154,7 +154,12 @@ def test_a_single_image_with_uneven_rows_is_split_and_equals_one_device(
   placed_params = runner.place(params)
   calls = []
   step = runner._step  # pylint: disable=protected-access
-  runner._step = lambda p, batch: calls.append((p, batch)) or step(p, batch)  # pylint: disable=protected-access
+
+  def recorded(p, batch):
+    calls.append((p, batch))
+    return step(p, batch)
+
+  runner._step = recorded  # pylint: disable=protected-access
   image = np.random.default_rng(height).random((1, height, 12, 3),
                                                dtype=np.float32)
   odd = runner(placed_params, {'rainy': image})['derained']

@@ -1,5 +1,6 @@
 """Specifies the DCSFN module: sizes, parameter layout, variants and config."""
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -289,6 +290,28 @@ def test_scanned_blocks_equal_unrolled_blocks_with_gradients(variant):
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads_a),
                           jax.tree.leaves(grads_b)):
     np.testing.assert_allclose(a, b, atol=1e-6 * scale, err_msg=str(path))
+
+
+@pytest.mark.parametrize('conv_impl', ['cpu', 'xla'])
+def test_inference_and_the_differentiated_forward_agree(conv_impl):
+  """The scanned dense stacks run by concatenation where nothing is
+  differentiated and by partial sums under autodiff: same output, and each
+  path really runs where it should (the partial sums [B, H, W, L, C] appear
+  only under jax.vjp)."""
+  config = tiny(num_scales=2, num_blocks=3, conv_impl=conv_impl)
+  model = models.build_model(config)
+  images = jax.random.uniform(jax.random.key(0), (2, 13, 11, 3))
+  params = models.init_params(model, jax.random.key(1), images.shape)
+  forward = lambda p: model.apply({'params': p}, images)
+  with jax.default_matmul_precision('highest'):
+    inferred = jax.jit(forward)(params)
+    differentiated, _ = jax.jit(lambda p: jax.vjp(forward, p))(params)
+  np.testing.assert_allclose(inferred, differentiated, rtol=1e-6, atol=1e-6)
+  assert not np.array_equal(inferred, images)  # the model did something
+  partial_sums = re.compile(r'f32\[2,13,11,3,4\]')  # L = 3, C = 4
+  assert not partial_sums.search(str(jax.make_jaxpr(forward)(params)))
+  assert partial_sums.search(str(jax.make_jaxpr(
+      lambda p: jax.vjp(forward, p)[0])(params)))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_output_close():
