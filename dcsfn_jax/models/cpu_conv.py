@@ -14,10 +14,6 @@ custom VJP in which every gradient is again a stride-1 NHWC x HWIO conv:
                    x up to WEIGHT_GRAD_TILE_IMAGES images, about
                    WEIGHT_GRAD_TILE positions each, which stay in cache.
 Unpadded 1x1 convs (groups=1) are matrix products, whose autodiff is fast.
-`pointwise`, the dense fusion's product of every position with a wide
-kernel, has a custom VJP too: autodiff's weight gradient transposed the wide
-output gradient (L x C channels) at every block step; here it transposes the
-narrow input instead.
 """
 from __future__ import annotations
 
@@ -119,38 +115,3 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                                precision=precision)
   return _conv(lhs, rhs, padding, feature_group_count, precision)
 
-
-def _pointwise_product(x, kernel):
-  rows = x.size // x.shape[-1]
-  out = jnp.dot(x.reshape(rows, x.shape[-1]),
-                kernel.reshape(kernel.shape[0], -1),
-                preferred_element_type=jnp.float32)
-  return out.reshape(x.shape[:-1] + kernel.shape[1:])
-
-
-@jax.custom_vjp
-def pointwise(x, kernel):
-  """x [..., Cin] times kernel [Cin, *K] -> float32 [..., *K] at every
-  position: einsum('...c,c...->......') with float32 accumulation."""
-  return _pointwise_product(x, kernel)
-
-
-def _pointwise_fwd(x, kernel):
-  return _pointwise_product(x, kernel), (x, kernel)
-
-
-def _pointwise_bwd(residuals, grad):
-  x, kernel = residuals
-  rows = x.size // x.shape[-1]
-  grad = grad.reshape(rows, -1)                    # [N, K], wide
-  kernel_2d = kernel.reshape(kernel.shape[0], -1)  # [Cin, K]
-  grad_x = jnp.dot(grad, kernel_2d.T, preferred_element_type=jnp.float32)
-  # x's columns [Cin, N] materialised (the barrier keeps XLA from folding
-  # the transpose back into the product and transposing `grad` instead).
-  columns = jax.lax.optimization_barrier(x.reshape(rows, -1).T)
-  grad_kernel = jnp.dot(columns, grad, preferred_element_type=jnp.float32)
-  return (grad_x.reshape(x.shape).astype(x.dtype),
-          grad_kernel.reshape(kernel.shape).astype(kernel.dtype))
-
-
-pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
