@@ -10,7 +10,7 @@ panels (rainy | derained | clean | error map) to WORKDIR/panels/.
 
 Expected: official protocol on the 8 test photos at native sizes, about 26.0 dB
 PSNR / 0.83 SSIM against 20.47 dB / 0.650 for the rainy inputs (+5.5 dB), in
-about 3 minutes on 2 CPU cores including building the dataset (dated runs:
+about 2 minutes on 2 CPU cores including building the dataset (dated runs:
 benchmarks/RESULTS.md).
 
 Departures from the released recipe, to fit a few CPU minutes: a smaller

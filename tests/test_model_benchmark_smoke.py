@@ -50,8 +50,23 @@ def test_speed_benchmark_rejects_bad_flags(flag, tmp_path):
 def test_profile_step_smoke_summarises_the_trace(tmp_path):
   completed = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'benchmarks', 'profile_step.py'),
-       '--smoke', '--steps=1', f'--trace_dir={tmp_path}'],
+       '--smoke', '--steps=1', '--devices=2', f'--trace_dir={tmp_path}'],
       capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert completed.returncode == 0, completed.stderr[-3000:]
+  # One gradient all-reduce, no halo exchanges: the step is data parallel.
+  assert '0 collective-permute' in completed.stdout
+  assert completed.stdout.count('| tf_XLAEigen') >= 2  # a row per device
   assert '| convolution, weight gradient |' in completed.stdout
   assert '| convolution, forward or input gradient |' in completed.stdout
+
+
+def test_processes_benchmark_smoke_gives_both_layouts_the_same_loss():
+  completed = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'benchmarks', 'processes.py'),
+       '--smoke', '--repeats=1'],
+      capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  rows = [line.split('|') for line in completed.stdout.splitlines()
+          if line.startswith(('| 1 process', '| 2 processes'))]
+  assert len(rows) == 2, completed.stdout
+  assert rows[0][5].strip() == rows[1][5].strip()  # the loss column

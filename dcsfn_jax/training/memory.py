@@ -54,10 +54,10 @@ def resolve_remat(config, devices=None):
   On accelerators 'auto' is False (keep the activations: no recompute) when
   the step's estimated activation memory per device without remat fits
   config.remat_budget_gb, else True. On CPU hosts it is True: there the step
-  is bound by memory traffic, and keeping the activations measured slower
-  as well as twice the memory (official preset, 16 x 64^2 on 2 host devices:
-  9.6 s and 5.4 GB against 8.8 s and 2.5 GB; benchmarks/RESULTS.md,
-  2026-12-01). An explicit True or False is kept.
+  is bound by memory traffic, and keeping the activations was no faster on
+  the default device count but took twice the memory (official preset,
+  16 x 64^2 on 2 host devices: 6.0 s and 5.4 GB against 5.9 s and 2.6 GB;
+  benchmarks/RESULTS.md, 2026-12-01). An explicit True or False is kept.
 
   Args:
     config: the training config.
@@ -73,8 +73,8 @@ def resolve_remat(config, devices=None):
   if devices[0].platform == 'cpu':
     return models.replaced(config.model, remat=True), (
         'remat=auto on CPU: rematerialising the blocks (on CPU hosts '
-        'keeping their activations was measured slower, and takes twice '
-        'the memory)')
+        'keeping their activations measured no faster, at twice the '
+        'memory)')
   probe = ml_collections.ConfigDict(config.to_dict())
   probe.model = models.replaced(config.model, remat=False)
   estimate = activation_bytes(probe, images_per_device(config, len(devices)))
