@@ -114,4 +114,3 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     return jax.lax.dot_general(lhs, rhs[0, 0], (((3,), (0,)), ((), ())),
                                precision=precision)
   return _conv(lhs, rhs, padding, feature_group_count, precision)
-

@@ -41,7 +41,8 @@ def _fusion_kernels(fusion, dtype):
 
 def _forward(apply_block, keep_activations, dtype, x, block_params, fusion,
              skip_features):
-  """(out, block outputs [L, ...]) and what the VJP needs."""
+  """(out, block outputs [L, ...]) and what the VJP needs: `dense_scan`'s
+  forward rule."""
   kernels = _fusion_kernels(fusion, dtype)
   count, channels = fusion['bias'].shape
   features = jnp.zeros(x.shape[:-1] + ((count + 1) * channels,), dtype)
@@ -93,13 +94,6 @@ def dense_scan(apply_block, keep_activations, dtype, x, block_params, fusion,
   """
   return _forward(apply_block, False, dtype, x, block_params, fusion,
                   skip_features)[0]
-
-
-def _dense_scan_fwd(apply_block, keep_activations, dtype, x, block_params,
-                    fusion, skip_features):
-  primal, saved = _forward(apply_block, keep_activations, dtype, x,
-                           block_params, fusion, skip_features)
-  return primal, saved
 
 
 def _dense_scan_bwd(apply_block, keep_activations, dtype, saved, cotangents):
@@ -162,4 +156,4 @@ def _dense_scan_bwd(apply_block, keep_activations, dtype, saved, cotangents):
           grad_skips)
 
 
-dense_scan.defvjp(_dense_scan_fwd, _dense_scan_bwd)
+dense_scan.defvjp(_forward, _dense_scan_bwd)
