@@ -3,8 +3,8 @@
 The backward pass needs what the forward pass computed. Without
 rematerialisation the scanned blocks keep all their internals for all L
 steps; with it they keep only each block's input and recompute the rest
-(`models.dense`): about 5x less memory for one more forward pass of the
-blocks. config.model.remat = 'auto' chooses by the estimate below against
+(`models.dense_scan`): about 5x less memory for one more forward pass of
+the blocks. config.model.remat = 'auto' chooses by the estimate below against
 config.remat_budget_gb on accelerators, and rematerialises on CPU hosts.
 """
 import functools
