@@ -23,7 +23,7 @@ from absl import flags
 import numpy as np
 import skimage.data
 
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 from dcsfn_jax.metrics import niqe
 
 _PHOTOS = ('astronaut', 'camera', 'coffee', 'chelsea', 'rocket',

@@ -135,7 +135,7 @@ def _jax_case(case, config, shape, devices):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from dcsfn_jax import models, parallel  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax.evaluation import inference  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.inference import runner as runner_lib  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import memory  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training.config import base_config as base_train_config  # pylint: disable=g-import-not-at-top
@@ -172,7 +172,7 @@ def _jax_case(case, config, shape, devices):
       metrics['loss'].block_until_ready()
   else:  # What derain and evaluate run: host images in, host images out.
     # The worker's process has exactly `devices` XLA devices.
-    runner = inference.Runner(inference.forward_fn(config),
+    runner = runner_lib.Runner(runner_lib.forward_fn(config),
                               batch_size=shape[0])
     placed = runner.place(params)
     run_once = lambda: runner(placed, {'rainy': rainy})
@@ -231,7 +231,7 @@ def _torch_ssim(a, b):
 def _torch_case(case, config, shape):
   """On CUDA when torch sees a GPU, else on every CPU core."""
   import torch  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.pytorch.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)

@@ -1,6 +1,6 @@
 r"""Rain100H (old JORDER version): RainTrainH, 1800 pairs; test Rain100H, 100.
 
-  python -m dcsfn_jax.data.prepare --dataset rain100h --manual_dir RAIN100H \
+  python -m dcsfn_jax.prepare --dataset rain100h --manual_dir RAIN100H \
       --data_dir DATA
   python -m dcsfn_jax.train --config configs/rain100h.py \
       --workdir runs/rain100h --config.data_dir=DATA

@@ -1,6 +1,6 @@
 r"""Rain100L (old JORDER version): RainTrainL, 200 pairs; test Rain100L, 100.
 
-  python -m dcsfn_jax.data.prepare --dataset rain100l --manual_dir RAIN100L \
+  python -m dcsfn_jax.prepare --dataset rain100l --manual_dir RAIN100L \
       --data_dir DATA
   python -m dcsfn_jax.train --config configs/rain100l.py \
       --workdir runs/rain100l --config.data_dir=DATA

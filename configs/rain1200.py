@@ -1,6 +1,6 @@
 r"""Rain1200 (DID-MDN): 12,000 train pairs in three densities; 1,200 test.
 
-  python -m dcsfn_jax.data.prepare --dataset rain1200 --manual_dir DID_MDN \
+  python -m dcsfn_jax.prepare --dataset rain1200 --manual_dir DID_MDN \
       --data_dir DATA
   python -m dcsfn_jax.train --config configs/rain1200.py \
       --workdir runs/rain1200 --config.data_dir=DATA

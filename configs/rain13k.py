@@ -1,7 +1,7 @@
 r"""Rain13K (MPRNet/Restormer): 13,712 train pairs; tests Test100, Rain100H,
 Rain100L, Test2800, Test1200.
 
-  python -m dcsfn_jax.data.prepare --dataset rain13k --manual_dir RAIN13K \
+  python -m dcsfn_jax.prepare --dataset rain13k --manual_dir RAIN13K \
       --data_dir DATA
   python -m dcsfn_jax.train --config configs/rain13k.py \
       --workdir runs/rain13k --config.data_dir=DATA

@@ -1,7 +1,7 @@
 r"""Rain1400 (DDN): scenes 1-900 x 14 streak variants = 12,600 train pairs;
 scenes 901-1000 x 14 = 1,400 test pairs.
 
-  python -m dcsfn_jax.data.prepare --dataset rain1400 --manual_dir DDN \
+  python -m dcsfn_jax.prepare --dataset rain1400 --manual_dir DDN \
       --data_dir DATA
   python -m dcsfn_jax.train --config configs/rain1400.py \
       --workdir runs/rain1400 --config.data_dir=DATA

@@ -1,6 +1,6 @@
 r"""Rain200H (new JORDER version, TPAMI 2019): 1800 train and 200 test pairs.
 
-  python -m dcsfn_jax.data.prepare --dataset rain200h --manual_dir RAIN200H \
+  python -m dcsfn_jax.prepare --dataset rain200h --manual_dir RAIN200H \
       --data_dir DATA
   python -m dcsfn_jax.train --config configs/rain200h.py \
       --workdir runs/rain200h --config.data_dir=DATA

@@ -1,6 +1,6 @@
 r"""Rain200L (new JORDER version, TPAMI 2019): 1800 train and 200 test pairs.
 
-  python -m dcsfn_jax.data.prepare --dataset rain200l --manual_dir RAIN200L \
+  python -m dcsfn_jax.prepare --dataset rain200l --manual_dir RAIN200L \
       --data_dir DATA
   python -m dcsfn_jax.train --config configs/rain200l.py \
       --workdir runs/rain200l --config.data_dir=DATA

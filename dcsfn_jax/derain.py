@@ -29,7 +29,7 @@ from dcsfn_jax import cli
 from dcsfn_jax import models
 from dcsfn_jax import parallel
 from dcsfn_jax import paths
-from dcsfn_jax.evaluation import derainer
+from dcsfn_jax.inference import derainer
 
 
 def _define_flags():

@@ -21,7 +21,7 @@ from absl import flags
 
 from dcsfn_jax import cli
 from dcsfn_jax import models
-from dcsfn_jax.export import torch_files
+from dcsfn_jax.pytorch import torch_files
 
 
 def _define_flags():

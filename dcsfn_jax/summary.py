@@ -10,7 +10,7 @@ anything `dcsfn_jax.checkpointing.load_pretrained` reads. The card gives the
 parameters per top-level module, the FLOPs (XLA's cost analysis of the
 unrolled graph) and MACs of one HEIGHTxWIDTH RGB image, and XLA's memory
 analysis of the compiled training gradient (the config's loss) for one batch
-of patches; `dcsfn_jax.models.card` says how each is counted. Markdown goes
+of patches; `dcsfn_jax.analysis.card` says how each is counted. Markdown goes
 to stdout; --output DIR also writes DIR/model_card.md and
 DIR/model_card.json (never over existing files without --overwrite).
 About 30 s on 2 CPU cores for the official preset, most of it compiling the
@@ -27,9 +27,9 @@ from ml_collections import config_flags
 
 from dcsfn_jax import checkpointing
 from dcsfn_jax import cli
-from dcsfn_jax import export
+from dcsfn_jax import pytorch
 from dcsfn_jax import paths
-from dcsfn_jax.models import card as card_lib
+from dcsfn_jax.analysis import card as card_lib
 from dcsfn_jax.training import losses
 
 FILES = ('model_card.md', 'model_card.json')
@@ -137,7 +137,7 @@ def main(argv):
     model_config = config.model
     loss_fn, loss_name = _loss(config) if f.memory else (None, '')
     released = sum(math.prod(shape) for shape in
-                   export.torch_state_dict_shapes(model_config).values())
+                   pytorch.torch_state_dict_shapes(model_config).values())
     card = card_lib.model_card(
         model_config, loss_fn=loss_fn, loss_name=loss_name, params=params,
         height=f.height, width=f.width, batch_size=f.batch_size,

@@ -22,7 +22,7 @@ Commands
                --ref with its tpu extra (jax[tpu] at the version
                pyproject.toml pins), gcsfs and google-cloud-storage
   upload-data  copy a local tfds data dir (made once with
-               `python -m dcsfn_jax.data.prepare`) to --data_dir on GCS
+               `python -m dcsfn_jax.prepare`) to --data_dir on GCS
   train        on every worker (--worker=all): copy --data_dir from GCS to the
                worker's disk, then run `python -m dcsfn_jax.train`; the
                checkpoints, TensorBoard events and panels go to --workdir
@@ -114,7 +114,7 @@ cmd_install() {
 cmd_upload_data() {
   require_gcs --data_dir "${DATA_DIR}"
   [[ -d "${LOCAL_DATA_DIR}" ]] || (( DRY_RUN )) \
-    || die "--local_data_dir '${LOCAL_DATA_DIR}' does not exist; prepare it first with: python -m dcsfn_jax.data.prepare --dataset synthetic_rain --data_dir ${LOCAL_DATA_DIR}"
+    || die "--local_data_dir '${LOCAL_DATA_DIR}' does not exist; prepare it first with: python -m dcsfn_jax.prepare --dataset synthetic_rain --data_dir ${LOCAL_DATA_DIR}"
   run gcloud storage rsync --recursive "${LOCAL_DATA_DIR}" "${DATA_DIR}"
 }
 

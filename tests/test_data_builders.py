@@ -309,7 +309,7 @@ def test_synthetic_rain_from_a_photo_folder(tmp_path):
 def test_prepare_cli_summary_and_clear_failure(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  command = [sys.executable, '-m', 'dcsfn_jax.data.prepare',
+  command = [sys.executable, '-m', 'dcsfn_jax.prepare',
              '--data_dir', str(tmp_path / 'data')]
   done = subprocess.run(command + ['--dataset', 'synthetic_rain', '--max_size',
                                    '32', '--num_train', '3', '--num_test', '1'],

@@ -122,7 +122,7 @@ def test_failure_keeps_other_prepared_datasets(tmp_path):
 def test_unprepared_dataset_names_the_prepare_command(tmp_path):
   with pytest.raises(DatasetNotPreparedError) as error:
     load_split('rain100l', 'test', tmp_path / 'data')
-  assert ('python -m dcsfn_jax.data.prepare --dataset rain100l --manual_dir '
+  assert ('python -m dcsfn_jax.prepare --dataset rain100l --manual_dir '
           f'DIR --data_dir {tmp_path / "data"}') in str(error.value)
 
 

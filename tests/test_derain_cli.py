@@ -13,9 +13,9 @@ from PIL import Image
 
 from dcsfn_jax import checkpointing
 from dcsfn_jax import metrics
-from dcsfn_jax.evaluation import derainer as derain
-from dcsfn_jax.evaluation import images
-from dcsfn_jax.evaluation import inference
+from dcsfn_jax.inference import derainer as derain
+from dcsfn_jax import images
+from dcsfn_jax.inference import runner as runner_lib
 from dcsfn_jax import models
 
 
@@ -52,7 +52,7 @@ def _photo(height, width, seed=0):
 def _seam_mask(length, tile, overlap, margin):
   """True within `margin` of a tile edge that lies inside the image."""
   near = np.zeros(length, bool)
-  for origin in inference.tile_origins(length, tile, overlap, 1):
+  for origin in runner_lib.tile_origins(length, tile, overlap, 1):
     for edge in (origin, origin + tile):
       if 0 < edge < length:
         near[max(0, edge - margin):edge + margin] = True
@@ -81,10 +81,10 @@ def test_tiled_derain_equals_whole_image_derain_away_from_seams():
 
 def test_tile_origins_cover_the_image_with_the_requested_overlap():
   for length in (32, 33, 100, 257):
-    origins = inference.tile_origins(length, 32, 8, 1)
+    origins = runner_lib.tile_origins(length, 32, 8, 1)
     assert origins[0] == 0 and origins[-1] + 32 == max(length, 32)
     assert all(b - a <= 24 for a, b in zip(origins, origins[1:]))
-  assert all(o % 8 == 0 for o in inference.tile_origins(256, 64, 16, 8))
+  assert all(o % 8 == 0 for o in runner_lib.tile_origins(256, 64, 16, 8))
 
 
 def test_pooling_model_tiles_on_its_size_step():
@@ -176,8 +176,8 @@ def test_torch_checkpoint_derains_like_the_imported_project_checkpoint(
     tmp_path):
   pytest.importorskip('torch')
   pytest.importorskip('safetensors')
-  from dcsfn_jax.export import to_torch_state_dict  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax.export.torch_files import write_torch_weights  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.pytorch import to_torch_state_dict  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.pytorch.torch_files import write_torch_weights  # pylint: disable=g-import-not-at-top
   config = _tiny_single_config()
   config.channel_order = 'bgr'
   params = _init(config, seed=3)

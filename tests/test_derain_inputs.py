@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 from dcsfn_jax import metrics
 
 

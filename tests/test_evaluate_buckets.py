@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dcsfn_jax.evaluation import evaluator
-from dcsfn_jax.evaluation import inference
+from dcsfn_jax.inference import runner as runner_lib
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 
@@ -41,10 +41,10 @@ def _examples(sizes, seed=0):
 
 
 def test_bucket_ladder_pads_at_most_a_quarter_per_side():
-  sides = [inference.bucket_side(n, 32) for n in range(1, 3000)]
+  sides = [runner_lib.bucket_side(n, 32) for n in range(1, 3000)]
   assert sides[:4] == [32] * 4 and sides[32] == 64
-  assert inference.bucket_side(321, 32) == 384
-  assert inference.bucket_side(481, 32) == 512
+  assert runner_lib.bucket_side(321, 32) == 384
+  assert runner_lib.bucket_side(481, 32) == 512
   for n, side in zip(range(1, 3000), sides):
     assert side >= n and side % 32 == 0
     assert side <= max(4 * 32, 1.25 * n + 32), (n, side)
@@ -64,7 +64,7 @@ def test_many_sizes_compile_once_per_bucket_and_score_like_native_sizes(
       params, config, examples, bucket=True, progress=False)
 
   granule = models.minimum_size(config)
-  buckets = {inference.bucket_shape(h, w, granule, bucket=True)
+  buckets = {runner_lib.bucket_shape(h, w, granule, bucket=True)
              for h, w in on_ladder + padded}
   assert len(buckets) == 3
   assert summary['compilations'] == len(buckets), summary
@@ -93,7 +93,7 @@ def test_padded_images_are_scored_on_their_cropped_output(tiny_model,
   examples = _examples([(37, 53)], seed=1)
   rows, _ = evaluator.evaluate_examples(params, config, examples,
                                        output_dir=tmp_path, progress=False)
-  from dcsfn_jax.evaluation import images  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import images  # pylint: disable=g-import-not-at-top
   saved = images.read_image(tmp_path / 'derained' / 'image_00.png')
   assert saved.shape == (37, 53, 3)
   # y_uint8 scores the rounded PNG, so re-scoring the file must agree.
@@ -124,10 +124,10 @@ def test_a_single_image_is_split_by_rows_over_the_devices_bit_for_bit(
   params, config = tiny_model
   assert jax.device_count() > 1, 'conftest gives the tests several devices'
   splits = []
-  height_sharded = inference.parallel.height_sharded
-  monkeypatch.setattr(inference.parallel, 'height_sharded',
+  height_sharded = runner_lib.parallel.height_sharded
+  monkeypatch.setattr(runner_lib.parallel, 'height_sharded',
                       lambda mesh: splits.append(1) or height_sharded(mesh))
-  runner = inference.Runner(inference.forward_fn(config))
+  runner = runner_lib.Runner(runner_lib.forward_fn(config))
   params = runner.place(params)
   rng = np.random.default_rng(5)
   height = 8 * jax.device_count()
@@ -149,8 +149,8 @@ def test_a_single_image_with_uneven_rows_is_split_and_equals_one_device(
   params, config = tiny_model
   devices = jax.device_count()
   assert height % devices, 'the heights must not split evenly'
-  forward = inference.forward_fn(config)
-  runner = inference.Runner(forward)
+  forward = runner_lib.forward_fn(config)
+  runner = runner_lib.Runner(forward)
   placed_params = runner.place(params)
   calls = []
   step = runner._step  # pylint: disable=protected-access

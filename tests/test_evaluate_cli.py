@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dcsfn_jax.evaluation import evaluator
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 
 
 def test_cli_writes_tables_images_and_panels(checkpoint_dir, tmp_path):

@@ -11,10 +11,10 @@ import pytest
 
 from dcsfn_jax.evaluation import evaluator
 from dcsfn_jax import models
-from dcsfn_jax.export import from_torch_state_dict
+from dcsfn_jax.pytorch import from_torch_state_dict
 
 torch = pytest.importorskip('torch')
-from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+from dcsfn_jax.pytorch.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
 from released_ssim import released_ssim  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

@@ -9,7 +9,7 @@ from dcsfn_jax import checkpointing
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 import cli_checks
 import tiny_models
 

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from dcsfn_jax import models
-from dcsfn_jax.evaluation import derainer
-from dcsfn_jax.evaluation import images
+from dcsfn_jax.inference import derainer
+from dcsfn_jax import images
 import cli_checks
 import tiny_models
 

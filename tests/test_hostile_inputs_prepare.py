@@ -1,4 +1,4 @@
-"""Hostile inputs to `python -m dcsfn_jax.data.prepare` (issue "trust", cases
+"""Hostile inputs to `python -m dcsfn_jax.prepare` (issue "trust", cases
 6-10): each ends with a non-zero exit, one `error:` line naming the file or
 flag and the fix, no traceback, and the user's files byte-identical.
 
@@ -23,7 +23,7 @@ def run_prepare(tmp_path, *args, cwd=None, **env_vars):
   env = dict(os.environ, HOME=str(tmp_path / 'home'),
              TFDS_DATA_DIR=str(tmp_path / 'tfds_default'), **env_vars)
   return subprocess.run(
-      [sys.executable, '-m', 'dcsfn_jax.data.prepare', *map(str, args)],
+      [sys.executable, '-m', 'dcsfn_jax.prepare', *map(str, args)],
       capture_output=True, text=True, env=env, cwd=cwd or tmp_path)
 
 

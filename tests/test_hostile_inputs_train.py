@@ -175,7 +175,7 @@ def test_the_readme_prepare_then_train_pair_works_with_tilde_paths(tmp_path):
   home.mkdir()
   env = {'HOME': str(home)}
   prepare = subprocess.run(
-      [sys.executable, '-m', 'dcsfn_jax.data.prepare',
+      [sys.executable, '-m', 'dcsfn_jax.prepare',
        '--dataset=synthetic_rain', '--data_dir=~/tfds', '--max_size=72',
        '--num_train=8', '--num_test=2'],
       capture_output=True, text=True, timeout=300, check=False,

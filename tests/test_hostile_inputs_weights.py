@@ -13,11 +13,11 @@ from PIL import Image
 
 from dcsfn_jax import checkpointing
 from dcsfn_jax import models
-from dcsfn_jax.evaluation import images
-from dcsfn_jax.export import torch_files
+from dcsfn_jax import images
+from dcsfn_jax.pytorch import torch_files
 
 torch = pytest.importorskip('torch')
-from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+from dcsfn_jax.pytorch.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
 import cli_checks
 import tiny_models
 

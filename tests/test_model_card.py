@@ -1,4 +1,4 @@
-"""The model card: `dcsfn_jax.models.card` and `python -m dcsfn_jax.summary`."""
+"""The model card: `dcsfn_jax.analysis.card` and `python -m dcsfn_jax.summary`."""
 import json
 import math
 import pathlib
@@ -10,9 +10,9 @@ import ml_collections
 import pytest
 
 from dcsfn_jax import checkpointing
-from dcsfn_jax import export
+from dcsfn_jax import pytorch
 from dcsfn_jax import models
-from dcsfn_jax.models import card
+from dcsfn_jax.analysis import card
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / 'configs' / 'demo.py') + ':smoke'
@@ -50,7 +50,7 @@ def test_official_parameter_counts_from_shapes_only():
     assert counts['per_module'][f'encoder_scale{scale}'] == 1_053_120
     assert counts['per_module'][f'decoder_scale{scale}'] == 1_053_120
   released = sum(math.prod(shape) for shape in
-                 export.torch_state_dict_shapes(config).values())
+                 pytorch.torch_state_dict_shapes(config).values())
   # The released module's 6,453,147 (derain-toolbox's 6.45 M) include
   # 30,600 in convs it owns but never reads in GRU mode: fusion_1_2_2,
   # fusion_2_2_2 and conv_{xr,hz,hr,hn} of rec1_4 and rec2_1.

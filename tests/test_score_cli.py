@@ -25,7 +25,7 @@ from dcsfn_jax import data
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 
 PROTOCOLS = 'official,y_uint8,y_float'
 

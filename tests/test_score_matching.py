@@ -19,7 +19,7 @@ from PIL import Image
 import pytest
 
 from dcsfn_jax import metrics
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 from dcsfn_jax.evaluation import scoring
 
 

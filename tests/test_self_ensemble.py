@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dcsfn_jax import models
-from dcsfn_jax.evaluation import ensemble
+from dcsfn_jax.inference import ensemble
 from dcsfn_jax.evaluation import evaluator
 
 

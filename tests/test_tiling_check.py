@@ -8,7 +8,7 @@ import skimage.data
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax.data import synthetic
-from dcsfn_jax.evaluation import derainer
+from dcsfn_jax.inference import derainer
 
 # PSNR (dB) of the tiled output against the whole-image one. Measured 2026-12-01
 # with this test's model and photo: 61.6 dB at tile 64 / overlap 16 (at most 2

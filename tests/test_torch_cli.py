@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from dcsfn_jax import checkpointing
-from dcsfn_jax.export import from_torch_state_dict
-from dcsfn_jax.export.torch_files import import_torch_checkpoint
+from dcsfn_jax.pytorch import from_torch_state_dict
+from dcsfn_jax.pytorch.torch_files import import_torch_checkpoint
 from dcsfn_jax.models import build_model
 from dcsfn_jax.models import preset
 
 torch = pytest.importorskip('torch')
-from dcsfn_jax.export.torch_files import export_checkpoint  # pylint: disable=g-import-not-at-top
-from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+from dcsfn_jax.pytorch.torch_files import export_checkpoint  # pylint: disable=g-import-not-at-top
+from dcsfn_jax.pytorch.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
 
 TINY = ('channels=4', 'num_blocks=2', 'convs_per_scale=2')
 

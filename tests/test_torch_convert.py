@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcsfn_jax.export import from_torch_state_dict
-from dcsfn_jax.export import to_torch_state_dict
-from dcsfn_jax.export import torch_state_dict_shapes
+from dcsfn_jax.pytorch import from_torch_state_dict
+from dcsfn_jax.pytorch import to_torch_state_dict
+from dcsfn_jax.pytorch import torch_state_dict_shapes
 from dcsfn_jax.models import build_model
 from dcsfn_jax.models import preset
 
 torch = pytest.importorskip('torch')
-from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+from dcsfn_jax.pytorch.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
 
 VARIANTS = {
     'gru': {},
@@ -193,6 +193,6 @@ def test_export_unwraps_a_variables_dict():
 
 def test_package_and_converters_import_without_torch():
   code = ('import sys, dcsfn_jax, dcsfn_jax.models, dcsfn_jax.export, '
-          'dcsfn_jax.export.convert; '
+          'dcsfn_jax.pytorch.convert; '
           'assert "torch" not in sys.modules, "torch was imported"')
   subprocess.run([sys.executable, '-c', code], check=True)

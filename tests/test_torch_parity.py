@@ -19,13 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcsfn_jax.export import from_torch_state_dict
-from dcsfn_jax.export import to_torch_state_dict
+from dcsfn_jax.pytorch import from_torch_state_dict
+from dcsfn_jax.pytorch import to_torch_state_dict
 from dcsfn_jax.models import build_model
 from dcsfn_jax.models import preset
 
 torch = pytest.importorskip('torch')
-from dcsfn_jax.export.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
+from dcsfn_jax.pytorch.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
 
 TOLERANCE = 1e-5
 # Measured worst case 1.3e-5 (LSTM case; per tensor, difference over its max

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
-from dcsfn_jax.export.torch_twin import build_torch_model
+from dcsfn_jax.pytorch.torch_twin import build_torch_model
 from dcsfn_jax.models import preset
 
 

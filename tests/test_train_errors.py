@@ -69,7 +69,7 @@ def test_errors_found_in_the_data_come_before_compilation(
 def test_missing_dataset_gives_the_prepare_command(tmp_path, no_compilation):
   config = _smoke_config(tmp_path / 'empty')
   config.prepare_data = False
-  with pytest.raises(FileNotFoundError, match='dcsfn_jax.data.prepare'):
+  with pytest.raises(FileNotFoundError, match='dcsfn_jax.prepare'):
     trainer.train_and_evaluate(config, tmp_path / 'workdir')
 
 

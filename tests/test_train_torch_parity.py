@@ -11,8 +11,8 @@ from dcsfn_jax.training import state as state_lib
 from dcsfn_jax.training import config as train_config
 
 torch = pytest.importorskip('torch')
-from dcsfn_jax.export import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
-from dcsfn_jax.export import torch_twin  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dcsfn_jax.pytorch import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dcsfn_jax.pytorch import torch_twin  # pylint: disable=g-import-not-at-top,wrong-import-position
 from released_ssim import released_ssim  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _LR = 5e-4

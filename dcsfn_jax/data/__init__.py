@@ -7,7 +7,6 @@
   sources        random access to prepared splits, subsets of them
   synthetic      rain streaks drawn onto clean photos
   pipeline       augmented training batches (grain)
-  prepare        the `python -m dcsfn_jax.data.prepare` command
 """
 from dcsfn_jax.data.catalog import SPECS
 from dcsfn_jax.data.layouts import DatasetLayoutError

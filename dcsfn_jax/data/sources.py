@@ -67,7 +67,7 @@ class DecodedSource:
 def prepare_command(dataset: str, data_dir) -> str:
   manual = '' if dataset == 'synthetic_rain' else ' --manual_dir DIR'
   location = f' --data_dir {data_dir}' if data_dir else ''
-  return (f'python -m dcsfn_jax.data.prepare --dataset {dataset}'
+  return (f'python -m dcsfn_jax.prepare --dataset {dataset}'
           f'{manual}{location}')
 
 

@@ -26,7 +26,7 @@ from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax import paths
 from dcsfn_jax.data import sources
-from dcsfn_jax.evaluation import inference
+from dcsfn_jax.inference import runner as runner_lib
 from dcsfn_jax.evaluation import report
 
 
@@ -83,7 +83,7 @@ class Evaluator:
     self._granule = (1 if model_config is None
                      else models.minimum_size(model_config))
     forward = (None if model_config is None
-               else inference.forward_fn(model_config, self_ensemble))
+               else runner_lib.forward_fn(model_config, self_ensemble))
     self.self_ensemble = self_ensemble
     self.baseline = baseline
 
@@ -106,7 +106,7 @@ class Evaluator:
       return {'derained': derained, 'per_image': per_image,
               'sums': metrics.metric_sums(per_image, batch['mask'])}
 
-    self.runner = inference.Runner(score_batch, batch_size=batch_size)
+    self.runner = runner_lib.Runner(score_batch, batch_size=batch_size)
 
   @property
   def compilations(self):
@@ -116,7 +116,7 @@ class Evaluator:
     height, width = shape
 
     def stacked(key):
-      return np.stack([inference.pad_image(metrics.to_float(e[key]), height,
+      return np.stack([runner_lib.pad_image(metrics.to_float(e[key]), height,
                                            width) for e in examples])
 
     batch = {'rainy': stacked('rainy'), 'clean': stacked('clean'),
@@ -177,7 +177,7 @@ class Evaluator:
                              disable=not progress):
       example = share[index]
       check_pair(example, index)
-      shape = inference.bucket_shape(*example['rainy'].shape[:2],
+      shape = runner_lib.bucket_shape(*example['rainy'].shape[:2],
                                      self._granule, bucket=self.bucket)
       pending.setdefault(shape, []).append(example)
       if len(pending[shape]) == self.runner.batch_size:

@@ -17,7 +17,7 @@ import json
 import os
 
 from dcsfn_jax import metrics
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 
 _PER_IMAGE = ('psnr', 'ssim', 'psnr_rainy', 'ssim_rainy')
 

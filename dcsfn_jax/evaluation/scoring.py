@@ -42,7 +42,7 @@ from dcsfn_jax import data
 from dcsfn_jax import metrics
 from dcsfn_jax import paths
 from dcsfn_jax.evaluation import evaluator
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 from dcsfn_jax.evaluation import report
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')

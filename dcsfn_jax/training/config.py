@@ -167,4 +167,4 @@ def validate(config):
           f'model runs on natively; use --config.patch_size={minimum} or more.')
   if config.prepare_data and config.dataset != 'synthetic_rain':
     _fail('prepare_data=True only builds synthetic_rain; prepare '
-          f'{config.dataset} with python -m dcsfn_jax.data.prepare.')
+          f'{config.dataset} with python -m dcsfn_jax.prepare.')

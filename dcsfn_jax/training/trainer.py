@@ -27,7 +27,7 @@ from dcsfn_jax import parallel
 from dcsfn_jax import paths
 from dcsfn_jax.data import pipeline
 from dcsfn_jax.evaluation import evaluator as evaluator_lib
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 from dcsfn_jax.training import config as config_lib
 from dcsfn_jax.training import inputs
 from dcsfn_jax.training import memory

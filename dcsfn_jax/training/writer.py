@@ -15,7 +15,7 @@ import jax
 from PIL import Image
 import tensorboardX
 
-from dcsfn_jax.evaluation import images
+from dcsfn_jax import images
 
 
 class MetricWriter:

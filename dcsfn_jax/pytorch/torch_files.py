@@ -23,7 +23,7 @@ import ml_collections
 from dcsfn_jax import checkpointing
 from dcsfn_jax import models
 from dcsfn_jax import paths
-from dcsfn_jax.export import convert
+from dcsfn_jax.pytorch import convert
 
 
 def _describe(obj) -> str:

@@ -22,8 +22,8 @@ import tqdm
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax import paths
-from dcsfn_jax.evaluation import images
-from dcsfn_jax.evaluation import inference
+from dcsfn_jax import images
+from dcsfn_jax.inference import runner as runner_lib
 from dcsfn_jax.metrics import niqe
 
 # Photos above this many pixels are refused unless the flag is raised. With
@@ -67,8 +67,8 @@ def load_model(workdir=None, torch_checkpoint=None, preset='official',
     params, config = checkpointing.load_pretrained(workdir, prefer, weights)
     return params, config.model
   # Imported here: only this path needs torch or safetensors.
-  from dcsfn_jax.export import convert  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax.export import torch_files  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.pytorch import convert  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax.pytorch import torch_files  # pylint: disable=g-import-not-at-top
   torch_checkpoint = paths.expand(torch_checkpoint)
   state_dict, model_config = torch_files.read_torch_weights(torch_checkpoint)
   if model_config is None:
@@ -113,7 +113,7 @@ class Derainer:
       if not 0 <= overlap < tile:
         raise ValueError(f'--tile_overlap={overlap} must be in [0, {tile}).')
     self.tile, self.overlap, self.bucket = tile, overlap, bucket
-    self.runner = inference.Runner(inference.forward_fn(model_config,
+    self.runner = runner_lib.Runner(runner_lib.forward_fn(model_config,
                                                         self_ensemble),
                                    batch_size=batch_size)
     self._params = self.runner.place(
@@ -125,16 +125,16 @@ class Derainer:
     if self.tile is not None and max(height, width) > self.tile:
       # Padded as uint8 and converted tile by tile: host memory stays near
       # one float32 copy of the photo (the blended output).
-      padded = inference.pad_image(
+      padded = runner_lib.pad_image(
           np.asarray(photo, np.uint8),
           -(-height // self.granule) * self.granule,
           -(-width // self.granule) * self.granule)
-      derained = inference.derain_tiled(self.runner, self._params, padded,
+      derained = runner_lib.derain_tiled(self.runner, self._params, padded,
                                         self.tile, self.overlap, self.granule)
     else:
-      shape = inference.bucket_shape(height, width, self.granule,
+      shape = runner_lib.bucket_shape(height, width, self.granule,
                                      bucket=self.bucket)
-      padded = inference.pad_image(metrics.to_float(photo), *shape)
+      padded = runner_lib.pad_image(metrics.to_float(photo), *shape)
       derained = self.runner(self._params,
                              {'rainy': padded[None]})['derained'][0]
     return derained[:height, :width]

@@ -20,7 +20,7 @@ from absl import app
 from absl import flags
 
 from dcsfn_jax import cli
-from dcsfn_jax.export import torch_files
+from dcsfn_jax.pytorch import torch_files
 
 
 def _define_flags():

@@ -18,7 +18,7 @@ import numpy as np
 
 from dcsfn_jax import models
 from dcsfn_jax import parallel
-from dcsfn_jax.evaluation import ensemble
+from dcsfn_jax.inference import ensemble
 
 # Bucket sides in units of the model's minimum size: every integer up to 4,
 # then four steps per octave (<= 25% padding per side).

@@ -1,7 +1,7 @@
 r"""Writes a deraining dataset as tfds array_record files.
 
-  python -m dcsfn_jax.data.prepare --dataset rain100h --manual_dir ~/Rain100H
-  python -m dcsfn_jax.data.prepare --dataset synthetic_rain --data_dir /tmp/data
+  python -m dcsfn_jax.prepare --dataset rain100h --manual_dir ~/Rain100H
+  python -m dcsfn_jax.prepare --dataset synthetic_rain --data_dir /tmp/data
 
 `--manual_dir` is the unpacked download; `--instructions` prints where a
 dataset comes from and which layouts are accepted. synthetic_rain needs no

@@ -1,9 +1,0 @@
-"""Weights to and from PyTorch, keyed like the released DCSFN module.
-
-`to_torch_state_dict` / `from_torch_state_dict` need only numpy. The PyTorch
-twin (`dcsfn_jax.export.torch_twin.build_torch_model`) needs torch, so it is
-not imported here.
-"""
-from dcsfn_jax.export.convert import from_torch_state_dict
-from dcsfn_jax.export.convert import to_torch_state_dict
-from dcsfn_jax.export.convert import torch_state_dict_shapes
