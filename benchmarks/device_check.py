@@ -23,8 +23,8 @@ Phases, each in its own process under a time limit, the whole run within
 The smoke runs the same phases, tiny (a few tests, speed.py --smoke, the
 demo's smoke variant with the released augmentation on a tiny dataset), and
 requires no falling loss. Writes one JSON file (--json_out); the full check
-also appends a dated section to --results_md. Exits 0 when every phase that
-ran passed.
+also appends a dated section to the archive of --results_md. Exits 0 when
+every phase that ran passed.
 
 Before any phase it checks what the phases need: pytest (the test extra), and
 on a machine with an NVIDIA GPU or a TPU, a JAX that sees it (the cuda12 or
