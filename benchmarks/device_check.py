@@ -28,8 +28,8 @@ every phase that ran passed.
 
 Before any phase it checks what the phases need: pytest (the test extra), and
 on a machine with an NVIDIA GPU or a TPU, a JAX that sees it (the cuda12 or
-tpu extra). A missing one ends the check with one line naming what to
-install.
+tpu extra; unless JAX_PLATFORMS chooses the platform). A missing one ends
+the check with one line naming what to install.
 """
 import datetime
 import glob
@@ -426,7 +426,9 @@ def main(argv):
   runner = Runner(workdir, _BUDGET_S.value, env)
   info = _info(runner)
   accelerator = info.get('backend') not in (None, 'cpu')
-  if hardware and info.get('backend') == 'cpu':
+  # JAX_PLATFORMS set by the user chooses the platform on purpose.
+  if (hardware and info.get('backend') == 'cpu'
+      and not os.environ.get('JAX_PLATFORMS')):
     unseen = (f'this machine has a {hardware.upper()}, but JAX runs on the '
               f'CPU; install the {_EXTRAS[hardware]} extra: '
               f'{install_hint(hardware)}')

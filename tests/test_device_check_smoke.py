@@ -44,6 +44,7 @@ def _run_check(tmp_path, env_changes, *flags):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env['JAX_PLATFORMS'] = 'cpu'
   env.update(env_changes)
+  env = {k: v for k, v in env.items() if v is not None}
   return subprocess.run(
       [sys.executable, str(ROOT / 'benchmarks' / 'device_check.py'),
        f'--json_out={tmp_path / "device_check.json"}',
@@ -79,10 +80,26 @@ def test_device_check_on_a_gpu_jax_cannot_see_names_the_cuda_extra(tmp_path):
   nvidia_smi.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H200 (UUID: GPU-0)"\n')
   nvidia_smi.chmod(0o755)
   path = f'{fake_bin}{os.pathsep}{os.environ["PATH"]}'
-  completed = _run_check(tmp_path, {'PATH': path})
+  # No JAX_PLATFORMS (that would choose the CPU on purpose), and no GPU for
+  # JAX to see even where there is a real one.
+  completed = _run_check(tmp_path, {'PATH': path, 'JAX_PLATFORMS': None,
+                                    'CUDA_VISIBLE_DEVICES': ''})
   assert completed.returncode != 0
   lines = completed.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: '), completed.stderr
   assert 'has a GPU, but JAX runs on the CPU' in lines[0]
   assert "pip install -e '.[cuda12,test]'" in lines[0]
   assert '[device_check] tests' not in completed.stdout
+
+
+def test_device_check_runs_on_the_cpu_jax_platforms_chooses(tmp_path):
+  fake_bin = tmp_path / 'bin'
+  fake_bin.mkdir()
+  nvidia_smi = fake_bin / 'nvidia-smi'
+  nvidia_smi.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H200 (UUID: GPU-0)"\n')
+  nvidia_smi.chmod(0o755)
+  path = f'{fake_bin}{os.pathsep}{os.environ["PATH"]}'
+  # A budget that the info phase spends: the later phases are skipped.
+  completed = _run_check(tmp_path, {'PATH': path}, '--full', '--budget_s=16')
+  assert 'error:' not in completed.stderr, completed.stderr
+  assert '[device_check] info: ok' in completed.stdout, completed.stdout
