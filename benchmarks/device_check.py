@@ -23,10 +23,17 @@ Phases, each in its own process under a time limit, the whole run within
 The smoke runs the same phases, tiny (a few tests, speed.py --smoke, the
 demo's smoke variant with the released augmentation on a tiny dataset), and
 requires no falling loss. Writes one JSON file (--json_out); the full check
-also appends a dated section to --results_md. Exits 0 when every phase that
-ran passed.
+also appends a dated section to the archive of --results_md. Exits 0 when
+every phase that ran passed.
+
+Before any phase it checks what the phases need: pytest (the test extra), and
+on a machine with an NVIDIA GPU or a TPU, a JAX that sees it (the cuda12 or
+tpu extra; unless JAX_PLATFORMS chooses the platform). A missing one ends
+the check with one line naming what to install.
 """
 import datetime
+import glob
+import importlib
 import json
 import os
 import pathlib
@@ -91,6 +98,52 @@ print('DEVICE_INFO ' + json.dumps(info))
 '''
 
 
+# The pip extra that brings JAX's plugin for each accelerator this script
+# recognises in the machine's hardware.
+_EXTRAS = {'gpu': 'cuda12', 'tpu': 'tpu'}
+
+
+def accelerator_hardware():
+  """'gpu', 'tpu' or None: the accelerator the machine holds, JAX aside.
+
+  A GPU is what `nvidia-smi -L` lists; a TPU is a PCI processing accelerator
+  (class 0x12) from Google (vendor 0x1ae0), which Google's network cards,
+  also vendor 0x1ae0, are not.
+  """
+  if shutil.which('nvidia-smi'):
+    try:
+      listed = subprocess.run(['nvidia-smi', '-L'], capture_output=True,
+                              text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+      listed = ''
+    if any(line.startswith('GPU ') for line in listed.splitlines()):
+      return 'gpu'
+  for device in glob.glob('/sys/bus/pci/devices/*'):
+    try:
+      vendor = pathlib.Path(device, 'vendor').read_text().strip()
+      device_class = pathlib.Path(device, 'class').read_text().strip()
+    except OSError:
+      continue
+    if vendor == '0x1ae0' and device_class.startswith('0x12'):
+      return 'tpu'
+  return None
+
+
+def install_hint(hardware):
+  """The pip command that brings what the full check needs on `hardware`."""
+  extras = ','.join(filter(None, [_EXTRAS.get(hardware), 'test']))
+  return f"pip install -e '.[{extras}]'"
+
+
+def missing_test_runner():
+  """Why pytest (the tests phase's runner) cannot be imported, or None."""
+  try:
+    importlib.import_module('pytest')
+  except ImportError as error:
+    return str(error)
+  return None
+
+
 class Runner:
   """Runs phases as subprocesses within one time budget, logging each."""
 
@@ -136,7 +189,12 @@ class Runner:
       result['tail'] = log.read_text(errors='replace')[-3000:]
     state = 'ok' if result['ok'] else (
         'TIMED OUT' if timed_out else f'FAILED (exit {returncode})')
-    print(f'[device_check] {name}: {state} in {seconds:.1f} s', flush=True)
+    last_line = ''
+    if not result['ok']:
+      lines = result['tail'].strip().splitlines()
+      last_line = f': {lines[-1].strip()}' if lines else ''
+    print(f'[device_check] {name}: {state} in {seconds:.1f} s{last_line}',
+          flush=True)
     return result
 
 
@@ -351,6 +409,12 @@ def _state(phase):
 def main(argv):
   del argv
   start = time.monotonic()
+  hardware = accelerator_hardware()
+  missing = missing_test_runner()
+  if missing:
+    sys.exit(f'error: the tests phase runs pytest, which this Python cannot '
+             f'import ({missing}); install the test extra: '
+             f'{install_hint(hardware)}')
   own_workdir = _WORKDIR.value is None
   workdir = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(
       prefix='device_check_'))
@@ -362,6 +426,17 @@ def main(argv):
   runner = Runner(workdir, _BUDGET_S.value, env)
   info = _info(runner)
   accelerator = info.get('backend') not in (None, 'cpu')
+  # JAX_PLATFORMS set by the user chooses the platform on purpose.
+  if (hardware and info.get('backend') == 'cpu'
+      and not os.environ.get('JAX_PLATFORMS')):
+    unseen = (f'this machine has a {hardware.upper()}, but JAX runs on the '
+              f'CPU; install the {_EXTRAS[hardware]} extra: '
+              f'{install_hint(hardware)}')
+    if not _SMOKE.value:
+      if own_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+      sys.exit(f'error: {unseen}')
+    print(f'[device_check] {unseen}', flush=True)
   smoke = _SMOKE.value or not (accelerator or _FULL.value)
   if not accelerator:
     print('[device_check] No GPU or TPU: JAX runs on '

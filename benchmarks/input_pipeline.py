@@ -3,8 +3,6 @@ augmentation on the device as a fraction of the training step.
 
   python benchmarks/input_pipeline.py                      # synthetic_rain, 512 px
   python benchmarks/input_pipeline.py --dataset rain100h --data_dir ~/tfds
-  git show bc4d41b:dcsfn_jax/data/pipeline.py > /tmp/host_pipeline.py
-  python benchmarks/input_pipeline.py --compare_with=/tmp/host_pipeline.py
 
 Prepares the full-size synthetic_rain set into a temporary folder unless
 --data_dir already holds --dataset. Prints, on this host:
@@ -16,18 +14,13 @@ Prepares the full-size synthetic_rain set into a temporary folder unless
     batch's host-to-device copy, and the trainer's step on that batch (the
     --preset model, augmentation included), with the augmentation's share of
     the step. On CPU the devices are one per core, as the trainer makes them.
-With --compare_with (a data/pipeline.py from before the augmentation moved to
-the device, which resized and rotated on the host), the largest and mean
-absolute difference between its patches and the device's on the same draws.
 """
-import importlib.util
 import statistics
 import tempfile
 import time
 
 from absl import app
 from absl import flags
-import numpy as np
 
 from dcsfn_jax import parallel
 from dcsfn_jax.data import load_split
@@ -54,11 +47,6 @@ _AUGMENT_REPEATS = flags.DEFINE_integer(
     'augment_repeats', 20, 'Timed runs of the device augmentation (median).')
 _STEP_REPEATS = flags.DEFINE_integer(
     'step_repeats', 3, 'Timed train steps (median); 0 skips the step.')
-_COMPARE_WITH = flags.DEFINE_string(
-    'compare_with', None, 'Path of a data/pipeline.py with the host '
-    'augmentation (apply_released) to compare the device patches with.')
-_COMPARE_EXAMPLES = flags.DEFINE_integer(
-    'compare_examples', 64, 'Draws compared with --compare_with.')
 
 
 def host_rate(source, num_threads: int, cache_mib: int) -> float:
@@ -141,47 +129,6 @@ def device_times(source) -> dict:
   return result
 
 
-def compare_with_host(source, path) -> dict:
-  """|device patch - host patch| of the module at `path` on the same draws."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import metrics  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax.data import augment  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('host_pipeline', path)
-  host = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(host)
-  size = _PATCH_SIZE.value
-  windows, draws, want = [], [], []
-  for number in range(_COMPARE_EXAMPLES.value):
-    example = source[number % len(source)]
-    image = np.concatenate([example['rainy'], example['clean']], axis=-1)
-    draw = pipeline.draw_released(np.random.default_rng((1, number)),
-                                  *image.shape[:2], size)
-    crop = image[draw.top:draw.top + draw.crop_height,
-                 draw.left:draw.left + draw.crop_width]
-    want.append(host.apply_released(metrics.to_float(crop), draw, size))
-    windows.append(pipeline.cut_window(
-        image, draw.top - augment.WINDOW_MARGIN,
-        draw.left - augment.WINDOW_MARGIN, augment.window_size(size)))
-    draws.append(draw)
-  batch = {'window': np.stack(windows),
-           'crop_size': np.asarray([[d.crop_height, d.crop_width]
-                                    for d in draws], np.int32),
-           'flip': np.asarray([d.flip for d in draws]),
-           'degrees': np.asarray([d.degrees for d in draws], np.int32)}
-  got = jax.device_get(augment.released_patches(batch, size))
-  got = np.concatenate([got['rainy'], got['clean']], axis=-1)
-  diff = np.abs(got - np.stack(want))
-  still = [i for i, d in enumerate(draws) if d.degrees == 0]
-  return {'examples': len(draws), 'max': float(diff.max()),
-          'mean': float(diff.mean()),
-          'p99': float(np.quantile(diff, 0.99)),
-          'mean_rainy': float(diff[..., :3].mean()),
-          'mean_clean': float(diff[..., 3:].mean()),
-          'unrotated_examples': len(still),
-          'unrotated_max': float(diff[still].max()) if still else None}
-
-
 def run(data_dir) -> None:
   source = load_split(_DATASET.value, _SPLIT.value, data_dir)
   first = source[0]['rainy']
@@ -206,14 +153,6 @@ def run(data_dir) -> None:
             f'{times["step_compile_s"]:.1f} s)')
       print(f'  augmentation / train step: '
             f'{100 * times["augment_fraction_of_step"]:.3f} %', flush=True)
-  if _COMPARE_WITH.value:
-    diff = compare_with_host(source, _COMPARE_WITH.value)
-    print(f'device vs host augmentation ({_COMPARE_WITH.value}), '
-          f'{diff["examples"]} draws: max |diff| {diff["max"]:.4f}, mean '
-          f'{diff["mean"]:.5f} (rainy {diff["mean_rainy"]:.5f}, clean '
-          f'{diff["mean_clean"]:.5f}), 99th percentile {diff["p99"]:.4f}; '
-          f'unrotated draws ({diff["unrotated_examples"]}): max '
-          f'{diff["unrotated_max"]}', flush=True)
   demand = None if step_s is None else _BATCH_SIZE.value / step_s
   for cache_mib in map(int, _CACHE_MIB.value):
     for threads in map(int, _THREADS.value):

@@ -17,7 +17,8 @@ torch's CUDA allocator; the twin runs on CUDA when torch sees a GPU), XLA's
 FLOP count, the achieved GFLOP/s as % of the machine's FP32 peak
 (estimated from lscpu and /proc/cpuinfo), and the time ratios against PyTorch
 and against JAX on one device. Writes JSON (--json_out) and, except with
---smoke, appends a dated table to benchmarks/RESULTS.md.
+--smoke, appends a dated table to the archive of benchmarks/RESULTS.md (its
+current figures, at the top, are updated by hand).
 """
 from __future__ import annotations
 

@@ -15,10 +15,11 @@ Schedule as released: 800 epochs x 1800 pairs / 24 = 60,000 steps; Adam
 5e-4, x0.1 from update 35,999 and again from 47,999 (0-based; the released
 loop steps MultiStepLR before each update). Eval every 1200 steps = 16
 epochs, as released.
-Hardware and time: a full run not measured here (CPU-only machine). One
-step of 16 patches of 64 px takes 5.9 s on 2 CPU cores against 8.9 s for
-the PyTorch twin (`python benchmarks/speed.py --cases=train
---jax_devices=2`), so 60,000 steps are an accelerator's job.
+Hardware and time: a full run is not measured yet. On 2 CPU cores (Intel
+Xeon, one XLA device per core) a step of 16 patches of 64 px takes 5.9 s
+against 8.9 s for the PyTorch twin (`python benchmarks/speed.py
+--cases=train --jax_devices=1,2 --repeats=3`; benchmarks/RESULTS.md), so
+the 60,000 steps (about 4 days there) are an accelerator's job.
 
 Departures from the released code: images are RGB inside (the released loop
 feeds cv2's BGR; the loss and metrics are symmetric in the channels, the

@@ -11,7 +11,7 @@ Paper result (Table 1, protocol unstated): 38.96 dB PSNR, 0.99 SSIM.
 Schedule as released: int(800 x 200 / 24) = 6666 steps; Adam 5e-4, x0.1 at
 milestones 4000 and 5333 (first decayed updates 3999 and 5332, 0-based).
 Eval every 128 steps = 16 epochs, as released.
-Hardware and time: not measured here (CPU-only machine).
+Hardware and time: not measured yet.
 
 Departures from the released code: RGB inside instead of BGR; augmentation
 randomness from (seed, epoch, index) (see configs/rain100h.py).

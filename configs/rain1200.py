@@ -11,7 +11,7 @@ Paper result (Table 1, protocol unstated): 33.19 dB PSNR, 0.93 SSIM.
 Schedule as released: 800 epochs x 12,000 pairs / 24 = 400,000 steps; Adam
 5e-4, x0.1 at milestones 240,000 and 320,000. Eval every 8000 steps = 16
 epochs, as released.
-Hardware and time: not measured here (CPU-only machine).
+Hardware and time: not measured yet.
 
 Departures from the released code: RGB inside instead of BGR; augmentation
 randomness from (seed, epoch, index) (see configs/rain100h.py).

@@ -10,13 +10,14 @@ Rain100L, Test2800, Test1200.
 
 Variants: `:official` (default, released network) and `:paper`.
 
-Reference result (a 2023 survey table, y_uint8 protocol, not the DCSFN
-paper): Rain100H 28.98 / 0.887, Rain100L 34.70 / 0.961, Test1200 32.92 /
-0.937. During training this config evaluates on Rain100H with the
-'official' protocol (choose another with --config.eval_split=test100 etc.).
+Reference result (PromptRestorer's Table 1, DCSFN trained on Rain13K,
+y_uint8 protocol; not the DCSFN paper; dcsfn_jax/assets/PUBLISHED_RESULTS.md):
+Rain100H 28.98 / 0.887, Rain100L 34.70 / 0.961, Test1200 32.92 / 0.937.
+During training this config evaluates on Rain100H with the 'official'
+protocol (choose another with --config.eval_split=test100 etc.).
 Schedule as released: int(800 x 13,712 / 24) = 457,066 steps; Adam 5e-4,
 x0.1 at 3/5 and 4/5 of the epochs. Eval every 9136 steps = 16 epochs.
-Hardware and time: not measured here (CPU-only machine).
+Hardware and time: not measured yet.
 
 Departures from the released code: RGB inside instead of BGR; augmentation
 randomness from (seed, epoch, index) (see configs/rain100h.py).

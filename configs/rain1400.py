@@ -12,7 +12,7 @@ Paper result: not among the figures collected in shared/REFERENCE.md §6.
 Schedule as released: 800 epochs x 12,600 pairs / 24 = 420,000 steps; Adam
 5e-4, x0.1 at milestones 252,000 and 336,000. Eval every 8400 steps = 16
 epochs, as released.
-Hardware and time: not measured here (CPU-only machine).
+Hardware and time: not measured yet.
 
 Departures from the released code: RGB inside instead of BGR; augmentation
 randomness from (seed, epoch, index) (see configs/rain100h.py).

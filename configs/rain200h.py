@@ -12,7 +12,7 @@ configs/rain100h.py), not Rain200H.
 Schedule as released: 800 epochs x 1800 pairs / 24 = 60,000 steps; Adam
 5e-4, x0.1 at milestones 36,000 and 48,000. Eval every 1200 steps = 16
 epochs, as released.
-Hardware and time: not measured here (CPU-only machine).
+Hardware and time: not measured yet.
 
 Departures from the released code: RGB inside instead of BGR; augmentation
 randomness from (seed, epoch, index) (see configs/rain100h.py).

@@ -134,8 +134,6 @@ cmd_slurm() {
   run "${sbatch[@]}" "--wrap=srun $(join_quoted "${TRAINER[@]}")"
 }
 
-DRY_RUN=0
-COMMAND=''
 PYTHON=python3
 CUDA=12
 GPUS=''
@@ -151,44 +149,21 @@ PARTITION=''
 TIME_LIMIT=''
 JOB_NAME=dcsfn
 TRAINER=()
-TRAINER_ARGS=()
-
-while (( $# )); do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --dry-run) DRY_RUN=1 ;;
-    --python|--cuda|--gpus|--config|--workdir|--data_dir|--coordinator_address|--num_processes|--process_id|--nodes|--gpus_per_node|--partition|--time|--job_name)
-      (( $# >= 2 )) || die "$1 needs a value."
-      case "$1" in
-        --python) PYTHON="$2" ;;
-        --cuda) CUDA="$2" ;;
-        --gpus) GPUS="$2" ;;
-        --config) CONFIG="$2" ;;
-        --workdir) WORKDIR="${2%/}" ;;
-        --data_dir) DATA_DIR="${2%/}" ;;
-        --coordinator_address) COORDINATOR="$2" ;;
-        --num_processes) NUM_PROCESSES="$2" ;;
-        --process_id) PROCESS_ID="$2" ;;
-        --nodes) NODES="$2" ;;
-        --gpus_per_node) GPUS_PER_NODE="$2" ;;
-        --partition) PARTITION="$2" ;;
-        --time) TIME_LIMIT="$2" ;;
-        --job_name) JOB_NAME="$2" ;;
-      esac
-      shift ;;
-    --) shift; TRAINER_ARGS=("$@"); break ;;
-    -*) die "unknown flag '$1'." ;;
-    *)
-      [[ -z "${COMMAND}" ]] || die "one command at a time, got '${COMMAND}' and '$1'."
-      COMMAND="$1" ;;
-  esac
-  shift
-done
+declare -A VALUE_FLAGS=(
+  [--python]=PYTHON [--cuda]=CUDA [--gpus]=GPUS [--config]=CONFIG
+  [--workdir]=WORKDIR [--data_dir]=DATA_DIR
+  [--coordinator_address]=COORDINATOR [--num_processes]=NUM_PROCESSES
+  [--process_id]=PROCESS_ID [--nodes]=NODES [--gpus_per_node]=GPUS_PER_NODE
+  [--partition]=PARTITION [--time]=TIME_LIMIT [--job_name]=JOB_NAME
+)
+declare -A SWITCH_FLAGS=()
+parse_args "$@"
+WORKDIR="${WORKDIR%/}"
+DATA_DIR="${DATA_DIR%/}"
 
 case "${COMMAND}" in
   install) cmd_install ;;
   train) cmd_train ;;
   slurm) cmd_slurm ;;
-  '') usage >&2; exit 2 ;;
   *) die "unknown command '${COMMAND}'." ;;
 esac

@@ -159,8 +159,6 @@ join_steps() {
   printf '%s' "${line}"
 }
 
-DRY_RUN=0
-COMMAND=''
 NAME=dcsfn-tpu
 ZONE=us-central2-b
 ACCELERATOR_TYPE=v4-8
@@ -174,38 +172,17 @@ DATA_DIR=''
 LOCAL_DATA_DIR="${HOME}/tensorflow_datasets"
 WORKDIR=''
 DETACH=0
-TRAINER_ARGS=()
-
-while (( $# )); do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --dry-run) DRY_RUN=1 ;;
-    --spot) SPOT=1 ;;
-    --detach) DETACH=1 ;;
-    --name|--zone|--accelerator_type|--version|--project|--repo|--ref|--config|--data_dir|--local_data_dir|--workdir)
-      (( $# >= 2 )) || die "$1 needs a value."
-      case "$1" in
-        --name) NAME="$2" ;;
-        --zone) ZONE="$2" ;;
-        --accelerator_type) ACCELERATOR_TYPE="$2" ;;
-        --version) VERSION="$2" ;;
-        --project) PROJECT="$2" ;;
-        --repo) REPO="$2" ;;
-        --ref) REF="$2" ;;
-        --config) CONFIG="$2" ;;
-        --data_dir) DATA_DIR="${2%/}" ;;
-        --local_data_dir) LOCAL_DATA_DIR="${2%/}" ;;
-        --workdir) WORKDIR="${2%/}" ;;
-      esac
-      shift ;;
-    --) shift; TRAINER_ARGS=("$@"); break ;;
-    -*) die "unknown flag '$1'." ;;
-    *)
-      [[ -z "${COMMAND}" ]] || die "one command at a time, got '${COMMAND}' and '$1'."
-      COMMAND="$1" ;;
-  esac
-  shift
-done
+declare -A VALUE_FLAGS=(
+  [--name]=NAME [--zone]=ZONE [--accelerator_type]=ACCELERATOR_TYPE
+  [--version]=VERSION [--project]=PROJECT [--repo]=REPO [--ref]=REF
+  [--config]=CONFIG [--data_dir]=DATA_DIR [--local_data_dir]=LOCAL_DATA_DIR
+  [--workdir]=WORKDIR
+)
+declare -A SWITCH_FLAGS=([--spot]=SPOT [--detach]=DETACH)
+parse_args "$@"
+DATA_DIR="${DATA_DIR%/}"
+LOCAL_DATA_DIR="${LOCAL_DATA_DIR%/}"
+WORKDIR="${WORKDIR%/}"
 
 case "${COMMAND}" in
   create) cmd_create ;;
@@ -222,6 +199,5 @@ case "${COMMAND}" in
     cmd_create
     cmd_install
     cmd_train ;;
-  '') usage >&2; exit 2 ;;
   *) die "unknown command '${COMMAND}'." ;;
 esac

@@ -3,6 +3,7 @@ accelerator, runs its smoke version of every phase and exits 0, writing the
 JSON report and leaving RESULTS.md alone."""
 import json
 import os
+import re
 import pathlib
 import subprocess
 import sys
@@ -37,3 +38,68 @@ def test_device_check_smoke_on_cpu(tmp_path):
   assert any('augmentation' in line for line in phases['augment']['figures'])
   assert not results_md.exists(), 'the smoke must not append to RESULTS.md'
   assert '| accelerator tests |' in completed.stdout
+
+
+def _run_check(tmp_path, env_changes, *flags):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['JAX_PLATFORMS'] = 'cpu'
+  env.update(env_changes)
+  env = {k: v for k, v in env.items() if v is not None}
+  return subprocess.run(
+      [sys.executable, str(ROOT / 'benchmarks' / 'device_check.py'),
+       f'--json_out={tmp_path / "device_check.json"}',
+       f'--results_md={tmp_path / "RESULTS.md"}',
+       f'--workdir={tmp_path / "work"}', *flags],
+      capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+
+
+def test_device_check_without_pytest_says_what_to_install(tmp_path):
+  # A module named pytest that fails to import hides the installed one.
+  hidden = tmp_path / 'hide_pytest'
+  hidden.mkdir()
+  (hidden / 'pytest.py').write_text(
+      "raise ModuleNotFoundError(\"No module named 'pytest'\", "
+      "name='pytest')\n")
+  pythonpath = os.pathsep.join(
+      filter(None, [str(hidden), os.environ.get('PYTHONPATH')]))
+  completed = _run_check(tmp_path, {'PYTHONPATH': pythonpath})
+  assert completed.returncode != 0
+  lines = completed.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), completed.stderr
+  assert "No module named 'pytest'" in lines[0]
+  assert re.search(r"pip install -e '\.\[(cuda12,|tpu,)?test\]'", lines[0])
+  assert '[device_check] info' not in completed.stdout, (
+      'it ran phases before checking what they need')
+  assert not (tmp_path / 'device_check.json').exists()
+
+
+def test_device_check_on_a_gpu_jax_cannot_see_names_the_cuda_extra(tmp_path):
+  fake_bin = tmp_path / 'bin'
+  fake_bin.mkdir()
+  nvidia_smi = fake_bin / 'nvidia-smi'
+  nvidia_smi.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H200 (UUID: GPU-0)"\n')
+  nvidia_smi.chmod(0o755)
+  path = f'{fake_bin}{os.pathsep}{os.environ["PATH"]}'
+  # No JAX_PLATFORMS (that would choose the CPU on purpose), and no GPU for
+  # JAX to see even where there is a real one.
+  completed = _run_check(tmp_path, {'PATH': path, 'JAX_PLATFORMS': None,
+                                    'CUDA_VISIBLE_DEVICES': ''})
+  assert completed.returncode != 0
+  lines = completed.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), completed.stderr
+  assert 'has a GPU, but JAX runs on the CPU' in lines[0]
+  assert "pip install -e '.[cuda12,test]'" in lines[0]
+  assert '[device_check] tests' not in completed.stdout
+
+
+def test_device_check_runs_on_the_cpu_jax_platforms_chooses(tmp_path):
+  fake_bin = tmp_path / 'bin'
+  fake_bin.mkdir()
+  nvidia_smi = fake_bin / 'nvidia-smi'
+  nvidia_smi.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H200 (UUID: GPU-0)"\n')
+  nvidia_smi.chmod(0o755)
+  path = f'{fake_bin}{os.pathsep}{os.environ["PATH"]}'
+  # A budget that the info phase spends: the later phases are skipped.
+  completed = _run_check(tmp_path, {'PATH': path}, '--full', '--budget_s=16')
+  assert 'error:' not in completed.stderr, completed.stderr
+  assert '[device_check] info: ok' in completed.stdout, completed.stdout

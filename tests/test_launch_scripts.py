@@ -203,6 +203,39 @@ def test_help_lists_every_command(script):
     assert f'\n  {command} ' in text, f'--help does not describe {command}'
 
 
+@pytest.mark.parametrize('script', [TPU_VM, GPU], ids=lambda p: p.name)
+@pytest.mark.parametrize('args, message', [
+    (('train', 'create'), "one command at a time, got 'train' and 'create'"),
+    (('train', '--config'), '--config needs a value'),
+    (('train', '--no_such_flag'), "unknown flag '--no_such_flag'"),
+    (('train', '--$(touch pwned)'), "unknown flag '--$(touch pwned)'"),
+])
+def test_both_scripts_share_one_command_line_grammar(script, args, message,
+                                                     tmp_path):
+  result = subprocess.run(['bash', str(script), '--dry-run', *args],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+  assert result.returncode == 2
+  assert result.stderr.startswith(f'{script.name}: {message}.\n'), (
+      result.stderr)
+  assert result.stdout == '', 'it printed commands before failing'
+  assert not (tmp_path / 'pwned').exists(), 'a flag name ran as code'
+
+
+@pytest.mark.parametrize('script', [TPU_VM, GPU], ids=lambda p: p.name)
+def test_no_command_prints_the_usage_and_fails(script):
+  result = _run(script, check=False)
+  assert result.returncode == 2
+  assert result.stderr.startswith(f'Usage: launch/{script.name} ')
+
+
+def test_the_flag_loop_lives_in_common_sh_alone():
+  for script in (TPU_VM, GPU):
+    assert 'while (( $# ))' not in script.read_text(), (
+        f'{script.name} parses its own arguments; declare VALUE_FLAGS and '
+        'SWITCH_FLAGS and call parse_args from common.sh')
+
+
 # ------------------------------------------------------------------ tpu_vm.sh
 
 _TPU_FLAGS = ('--name', 'rain-pod', '--zone', 'us-central2-b',

@@ -16,14 +16,14 @@ the window at one point, the composition of the released steps:
              x = (ux + 1/2) w / P - 1/2, for a crop of h x w pixels
   crop       the crop starts at (WINDOW_MARGIN, WINDOW_MARGIN) in the window
 One affine map, sampled once, bilinear (`dm_pix.affine_transform`, order 1,
-mode 'constant', 0 outside the window). Outside the patch is black, as the
-host rotation made it: the sample is multiplied by the patch's coverage at
+mode 'constant', 0 outside the window). Outside the patch is black, as after
+the released rotation: the sample is multiplied by the patch's coverage at
 (uy, ux), the bilinear weight of the P x P grid there (1 inside, a one-pixel
-ramp at the edge, 0 beyond), which is the weight the host rotation gave to
-samples inside the patch. The host code this replaced (bilinear resize,
-then bilinear rotation) differs in sampling twice, and at the crop's edge,
-where it clamped the resize's taps to the crop instead of reading the
-pixels next to it (benchmarks/input_pipeline.py --compare_with measures it).
+ramp at the edge, 0 beyond), which is the weight a bilinear rotation of the
+patch gives to samples inside it. The released code (cv2) samples twice, a
+bilinear resize of the cut-out crop and then a bilinear rotation, and so
+clamps the resize's taps to the crop at its edge; the one sample here reads
+the pixels next to the crop instead and blurs once, not twice.
 
 Window size: a sample has non-zero coverage only for uy, ux in (-1, P), i.e.
 at crop coordinates in (-s/2 - 1/2, h - 1/2 + s/2) with s = h / P <= 5/4
