@@ -127,7 +127,7 @@ def test_a_single_image_is_split_by_rows_over_the_devices_bit_for_bit(
   height_sharded = runner_lib.parallel.height_sharded
   monkeypatch.setattr(runner_lib.parallel, 'height_sharded',
                       lambda mesh: splits.append(1) or height_sharded(mesh))
-  runner = runner_lib.Runner(runner_lib.forward_fn(config))
+  runner = runner_lib.Runner(runner_lib.forward_fn(config), split_rows=True)
   params = runner.place(params)
   rng = np.random.default_rng(5)
   height = 8 * jax.device_count()
@@ -150,7 +150,7 @@ def test_a_single_image_with_uneven_rows_is_split_and_equals_one_device(
   devices = jax.device_count()
   assert height % devices, 'the heights must not split evenly'
   forward = runner_lib.forward_fn(config)
-  runner = runner_lib.Runner(forward)
+  runner = runner_lib.Runner(forward, split_rows=True)
   placed_params = runner.place(params)
   calls = []
   step = runner._step  # pylint: disable=protected-access
@@ -172,3 +172,37 @@ def test_a_single_image_with_uneven_rows_is_split_and_equals_one_device(
     alone = jax.jit(forward)(jax.device_put(params, first),
                              {'rainy': jax.device_put(image, first)})
   np.testing.assert_array_equal(odd, np.asarray(alone['derained']))
+
+
+def test_on_cpu_a_single_image_runs_whole_on_the_first_device(tiny_model):
+  """XLA:CPU can deadlock on the row split's exchanges (a 400x600 photo on 2
+  host devices aborts), so CPU runs a lone image on one device: no
+  collective in the program, the one-device result bit for bit."""
+  params, config = tiny_model
+  forward = runner_lib.forward_fn(config)
+  runner = runner_lib.Runner(forward)
+  assert jax.device_count() > 1 and not runner.split_rows
+  placed_params = runner.place(params)
+  calls = []
+  step = runner._step  # pylint: disable=protected-access
+
+  def recorded(p, batch):
+    calls.append((p, batch))
+    return step(p, batch)
+
+  runner._step = recorded  # pylint: disable=protected-access
+  image = np.random.default_rng(3).random((1, 13, 12, 3), dtype=np.float32)
+  derained = runner(placed_params, {'rainy': image})['derained']
+  (call_params, batch), = calls
+  first = jax.devices()[0]
+  assert batch['rainy'].sharding.device_set == {first}
+  assert all(leaf.sharding.device_set == {first}
+             for leaf in jax.tree.leaves(call_params))
+  assert 'collective' not in step.lower(*calls[0]).compile().as_text()
+  with jax.default_matmul_precision('highest'):
+    alone = jax.jit(forward)(jax.device_put(params, first),
+                             {'rainy': jax.device_put(image, first)})
+  np.testing.assert_array_equal(derained, np.asarray(alone['derained']))
+  # A batch still spreads over every device.
+  pair = runner(placed_params, {'rainy': np.concatenate([image, image])})
+  np.testing.assert_array_equal(pair['derained'][0], derained[0])

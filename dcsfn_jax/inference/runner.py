@@ -71,22 +71,31 @@ class Runner:
     mesh: the 1-D 'data' mesh the calls run on.
   """
 
-  def __init__(self, fn, *, batch_size=None):
+  def __init__(self, fn, *, batch_size=None, split_rows=None):
     """Args:
       fn: (params, batch dict of [B, ...] arrays) -> pytree of [B, ...] and
         scalars.
       batch_size: default one image per device; rounded up to a multiple of
         the device count.
+      split_rows: whether a lone image is split by rows over the devices.
+        Default: on GPU and TPU. On CPU a lone image runs whole on the first
+        device: XLA:CPU runs the split's row exchanges (collective-permutes)
+        as concurrent tasks on the host's shared thread pool, where they can
+        wait on each other for ever; XLA then aborts the process after its
+        rendezvous timeout (a 400x600 photo on 2 host devices does).
     """
     self.mesh = parallel.make_mesh(jax.local_devices())
     devices = self.mesh.devices.size
     self.batch_size = devices * max(1, math.ceil((batch_size or devices)
                                                  / devices))
+    if split_rows is None:
+      split_rows = self.mesh.devices.flat[0].platform != 'cpu'
+    self.split_rows = split_rows and devices > 1
     self.compilations = 0
 
     def counted(params, batch):
       self.compilations += 1  # runs at trace time only
-      if self.mesh.devices.size == 1 or not _is_lone_image(batch):
+      if not self.split_rows or not _is_lone_image(batch):
         return fn(params, batch)
       # One image: its rows split over the devices, evenly or not (XLA pads
       # the last share inside the computation and exchanges the rows at the
@@ -120,7 +129,8 @@ class Runner:
       batch: dict of numpy arrays [n, ...], n <= batch_size; the batch is
         padded with zeros to batch_size and the padding dropped again. A
         single image [1, H, ...] is split along its rows over the devices
-        instead, whether or not they divide H.
+        instead (whether or not they divide H) with `split_rows`, else run
+        whole on the first device.
 
     Returns:
       fn's outputs as numpy arrays, [n, ...] for per-example ones.
@@ -137,11 +147,16 @@ class Runner:
       return np.concatenate([array, padding])
 
     params = self.place(params)
-    if _is_lone_image(batch):
+    if _is_lone_image(batch) and self.split_rows:
       # Whole on every device: the step splits its rows (an uneven split
       # cannot be placed from the host).
       placed = jax.device_put({k: np.asarray(v) for k, v in batch.items()},
                               parallel.replicated(self.mesh))
+    elif _is_lone_image(batch):
+      first = self.mesh.devices.flat[0]
+      params = jax.tree.map(lambda leaf: _on_device(leaf, first), params)
+      placed = jax.device_put({k: np.asarray(v) for k, v in batch.items()},
+                              first)
     else:
       placed = jax.device_put({k: fill(v) for k, v in batch.items()},
                               parallel.batch_sharded(self.mesh))
@@ -153,6 +168,12 @@ class Runner:
     return jax.tree.map(
         lambda x: np.asarray(x)[:count] if np.ndim(x) else np.asarray(x),
         outputs)
+
+
+def _on_device(leaf, device):
+  """The copy of a replicated jax.Array that lives on `device` (no transfer)."""
+  return next(shard.data for shard in leaf.addressable_shards
+              if shard.device == device)
 
 
 def _is_lone_image(batch):
