@@ -103,7 +103,7 @@ def main(argv):
       derainer.write_niqe_csv(output, results)
     except OSError as error:
       sys.exit(f'error: {error}')
-  print('\n'.join(derainer.summarise(results, f.niqe)))
+  print('\n'.join(derainer.summarise(results, f.niqe, output)))
   if any(r.error for r in results):
     sys.exit(f'error: {derainer.failures(results)}')
 

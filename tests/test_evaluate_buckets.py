@@ -94,7 +94,7 @@ def test_padded_images_are_scored_on_their_cropped_output(tiny_model,
   rows, _ = evaluator.evaluate_examples(params, config, examples,
                                        output_dir=tmp_path, progress=False)
   from dcsfn_jax import images  # pylint: disable=g-import-not-at-top
-  saved = images.read_image(tmp_path / 'derained' / 'image_00.png')
+  saved = image_files.read_image(tmp_path / 'derained' / 'image_00.png')
   assert saved.shape == (37, 53, 3)
   # y_uint8 scores the rounded PNG, so re-scoring the file must agree.
   rescored = metrics.y_uint8_metrics(

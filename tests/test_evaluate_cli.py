@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dcsfn_jax.evaluation import evaluator
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 
 
 def test_cli_writes_tables_images_and_panels(checkpoint_dir, tmp_path):
@@ -37,10 +37,10 @@ def test_cli_writes_tables_images_and_panels(checkpoint_dir, tmp_path):
     assert f'| {protocol} | {summary["means"][protocol + "/psnr"]:.4f}' in table
 
   for row in rows:
-    name = images.output_name(row['name'])
-    derained = images.read_image(output / 'derained' / name)
+    name = image_files.output_name(row['name'])
+    derained = image_files.read_image(output / 'derained' / name)
     assert derained.shape == (int(row['height']), int(row['width']), 3)
-    panel = images.read_image(output / 'panels' / name)
+    panel = image_files.read_image(output / 'panels' / name)
     assert panel.shape[1] == 4 * int(row['width']) + 3 * 4
     assert panel.shape[0] > int(row['height'])
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from dcsfn_jax import models
 from dcsfn_jax.inference import derainer
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 import cli_checks
 import tiny_models
 
@@ -113,10 +113,10 @@ def test_an_input_file_is_never_written_over_even_with_overwrite(
 
 def test_overwrite_replaces_earlier_outputs_only(model_dir, tmp_path):
   folder = _write_photos(tmp_path / 'photos', ['a.png', 'b.png'])
-  images.write_png(folder / 'c.png', _photo(7))  # itself an earlier output
+  image_files.write_png(folder / 'c.png', _photo(7))  # itself an earlier output
   output = tmp_path / 'out'
   output.mkdir()
-  images.write_png(output / 'a.png', _photo(5))  # an earlier output
+  image_files.write_png(output / 'a.png', _photo(5))  # an earlier output
   Image.fromarray(_photo(6)).save(output / 'b.png')  # the user's own file
   os.link(folder / 'c.png', output / 'c.png')  # the input, by another name
   inputs, users = _md5s(folder), _md5s(output)
@@ -131,7 +131,7 @@ def test_overwrite_replaces_earlier_outputs_only(model_dir, tmp_path):
   assert '2 of 3 file(s) not derained (b.png, c.png)' in line
   assert _md5s(folder) == inputs
   after = _md5s(output)
-  assert after['a.png'] != users['a.png'] and images.is_our_output(
+  assert after['a.png'] != users['a.png'] and image_files.is_our_output(
       output / 'a.png')
   assert after['b.png'] == users['b.png'] and after['c.png'] == users['c.png']
 
@@ -152,8 +152,8 @@ def test_any_flags_leave_the_input_folder_byte_identical(model_dir, tmp_path,
       if path.endswith(('broken.png', 'notes.txt')):
         continue
       os.makedirs(output / 'panels', exist_ok=True)
-      images.write_png(output / name, _photo(8))
-      images.write_png(output / 'panels' / name, _photo(8))
+      image_files.write_png(output / name, _photo(8))
+      image_files.write_png(output / 'panels' / name, _photo(8))
   before = _md5s(folder)
   result = _derain(tmp_path, f'--workdir={model_dir}', f'--input={folder}',
                    f'--output={output}', *flags)

@@ -19,7 +19,7 @@ from PIL import Image
 import pytest
 
 from dcsfn_jax import metrics
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 from dcsfn_jax.evaluation import scoring
 
 
@@ -225,20 +225,20 @@ def test_sixteen_bit_colour_pngs_are_rounded_not_truncated(tmp_path):
   rgb = rng.integers(0, 65536, (13, 17, 3)).astype(np.uint16)
   rgb[0, :3] = [[0, 128, 129], [65535, 65406, 32896], [384, 385, 257]]
   _write_png16(tmp_path / 'rgb.png', rgb)
-  decoded, sixteen_bit = scoring.read_scored_image(tmp_path / 'rgb.png')
+  decoded, sixteen_bit = image_files.read_scored_image(tmp_path / 'rgb.png')
   assert sixteen_bit
   np.testing.assert_array_equal(decoded, _im2uint8(rgb))
   np.testing.assert_array_equal(decoded[0, :3], [[0, 0, 1], [255, 254, 128],
                                                  [1, 1, 1]])
   # What plain Pillow gives: the top byte, off by one level in many pixels.
-  truncated = images.read_image(tmp_path / 'rgb.png')
+  truncated = image_files.read_image(tmp_path / 'rgb.png')
   np.testing.assert_array_equal(truncated, (rgb >> 8).astype(np.uint8))
   assert np.mean(truncated != decoded) > 0.2
 
   rgba = rng.integers(0, 65536, (6, 5, 4)).astype(np.uint16)
   _write_png16(tmp_path / 'rgba.png', rgba)
   np.testing.assert_array_equal(
-      scoring.read_scored_image(tmp_path / 'rgba.png')[0],
+      image_files.read_scored_image(tmp_path / 'rgba.png')[0],
       _im2uint8(rgba[..., :3]))
 
 
@@ -250,14 +250,14 @@ def test_sixteen_bit_pngs_keep_their_exif_orientation_and_gray(tmp_path):
   _write_png16(tmp_path / 'rotated16.png', rgb, exif=exif.tobytes()[6:])
   Image.fromarray(_im2uint8(rgb)).save(tmp_path / 'rotated8.png',
                                        exif=exif.tobytes())
-  decoded, _ = scoring.read_scored_image(tmp_path / 'rotated16.png')
+  decoded, _ = image_files.read_scored_image(tmp_path / 'rotated16.png')
   assert decoded.shape == (9, 7, 3)
   np.testing.assert_array_equal(decoded,
-                                images.read_image(tmp_path / 'rotated8.png'))
+                                image_files.read_image(tmp_path / 'rotated8.png'))
 
   gray = np.random.default_rng(2).integers(0, 65536, (5, 6)).astype(np.uint16)
   Image.fromarray(gray).save(tmp_path / 'gray16.png')
-  decoded, sixteen_bit = scoring.read_scored_image(tmp_path / 'gray16.png')
+  decoded, sixteen_bit = image_files.read_scored_image(tmp_path / 'gray16.png')
   assert sixteen_bit
   np.testing.assert_array_equal(decoded[..., 0], _im2uint8(gray))
 
@@ -266,10 +266,10 @@ def test_eight_bit_jpeg_and_bmp_read_as_images_does(tmp_path):
   image = _image(5)
   for name in ('a.jpg', 'a.bmp', 'a.png'):
     _write(tmp_path / name, image)
-    decoded, sixteen_bit = scoring.read_scored_image(tmp_path / name)
+    decoded, sixteen_bit = image_files.read_scored_image(tmp_path / name)
     assert not sixteen_bit
     np.testing.assert_array_equal(decoded,
-                                  images.read_image(tmp_path / name))
+                                  image_files.read_image(tmp_path / name))
 
 
 def test_dataset_and_split_are_catalog_names():
@@ -318,8 +318,8 @@ def test_a_broken_sixteen_bit_png_is_named(tmp_path):
   _write_png16(tmp_path / 'whole.png', rgb)
   data = (tmp_path / 'whole.png').read_bytes()
   (tmp_path / 'broken.png').write_bytes(data[:len(data) // 2])
-  with pytest.raises(images.UnreadableImageError, match='broken.png'):
-    scoring.read_scored_image(tmp_path / 'broken.png')
+  with pytest.raises(image_files.UnreadableImageError, match='broken.png'):
+    image_files.read_scored_image(tmp_path / 'broken.png')
 
 
 def test_an_unusable_output_is_refused_before_scoring(tmp_path):
