@@ -17,6 +17,7 @@ only files an earlier run wrote. Every image runs at its native size, as the
 released eval.py does, compiling once per new size; --bucket pads to a few
 shape buckets instead, which is faster on many sizes but changes the outputs.
 """
+import os
 import sys
 
 from absl import app
@@ -75,7 +76,8 @@ def main(argv):
   print(report.markdown_table(summary,
                               f"{summary['dataset']}/{summary['split']}"))
   print('\n'.join(report.per_image_table(
-      report.read_rows(summary['output_dir']), summary)))
+      report.read_rows(summary['output_dir']), summary,
+      os.path.join(summary['output_dir'], 'per_image.csv'))))
   print(f"{summary['compilations']} compilation(s) on {summary['devices']} "
         f"device(s), {summary['seconds']} s; results in "
         f"{summary['output_dir']}")

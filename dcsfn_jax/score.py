@@ -44,6 +44,7 @@ before anything is read): per_image.csv, summary.json and results.md, as
 `evaluate` does, and prints the means and every image's figures (the lowest
 and highest few for large sets).
 """
+import os
 import sys
 
 from absl import app
@@ -98,7 +99,8 @@ def main(argv):
     sys.exit(f'error: {error}')
   print(report.markdown_table(summary, scoring.title(summary)))
   print('\n'.join(report.per_image_table(
-      report.read_rows(summary['output_dir']), summary)))
+      report.read_rows(summary['output_dir']), summary,
+      os.path.join(summary['output_dir'], 'per_image.csv'))))
   print(f"{summary['num_images']} image(s) in {summary['seconds']} s "
         f"({summary['compilations']} compilation(s) on {summary['devices']} "
         f"device(s)); results in {summary['output_dir']}")

@@ -123,3 +123,65 @@ def test_evaluate_never_touches_the_checkpoint_or_the_data(
     evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output,
                                   progress=False, **flags)
   assert _hashes(checkpoint_dir, synthetic_data_dir) == before
+
+
+def test_overwrite_replaces_only_files_an_earlier_run_wrote(
+    checkpoint_dir, tmp_path):
+  output = tmp_path / 'report'
+  evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output, limit=1,
+                                progress=False)
+  (output / 'derained' / 'mine.png').write_bytes(b'not ours')
+  before = _hashes(output)
+  with pytest.raises(FileExistsError,
+                     match=r'mine.png exists and was not written by '
+                           'dcsfn_jax; --overwrite replaces only earlier'):
+    evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output,
+                                  limit=1, overwrite=True, progress=False)
+  assert _hashes(output) == before
+  (output / 'derained' / 'mine.png').unlink()
+  (output / 'summary.json').write_text('{"my": "notes"}\n')
+  with pytest.raises(FileExistsError, match='summary.json exists and was '
+                                            'not written by dcsfn_jax'):
+    evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output,
+                                  limit=1, overwrite=True, progress=False)
+  assert (output / 'summary.json').read_text() == '{"my": "notes"}\n'
+
+
+def test_the_command_ends_with_every_images_figures(checkpoint_dir,
+                                                   tmp_path):
+  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}', '--limit=2',
+                     f'--output={tmp_path / "report"}', '--nopanels',
+                     '--protocol=official,y_uint8')
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = result.stdout[result.stdout.index('Per image (2):'):]
+  assert ('| image | official PSNR / SSIM | y_uint8 PSNR / SSIM | rainy '
+          'input (official) |') in table
+  rows = [line for line in table.splitlines()[3:] if line.startswith('| ')]
+  assert len(rows) == 3 and all(line.count('/') == 3 for line in rows[1:])
+
+
+def test_weights_holding_nan_are_refused_naming_the_parameter(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models  # pylint: disable=g-import-not-at-top
+  config = models.preset('official')
+  config.update(channels=4, num_blocks=1, num_scales=1, convs_per_scale=1,
+                single=True)
+  params = models.build_model(config).init(
+      jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.float32))['params']
+  path, leaf = jax.tree_util.tree_flatten_with_path(params)[0][-1]
+  broken = np.array(leaf)
+  broken.flat[-1] = np.nan
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, x: broken if p == path else x, params)
+  checkpointing.save_pretrained(
+      tmp_path / 'broken', params,
+      ml_collections.ConfigDict({'model': config, 'dataset': 'rain100h'}))
+  name = '/'.join(key.key for key in path)
+  with pytest.raises(ValueError, match=f'parameter {name} holds inf/NaN'):
+    evaluator.evaluate_checkpoint(tmp_path / 'broken',
+                                  output_dir=tmp_path / 'report',
+                                  progress=False)
+  assert not (tmp_path / 'report').exists()

@@ -336,3 +336,78 @@ def test_an_unusable_output_is_refused_before_scoring(tmp_path):
     scoring.score_folders(tmp_path / 'out', tmp_path / 'gt', crop_border=-1)
   assert sorted(p.name for p in tmp_path.iterdir()) == ['gt', 'notes.txt',
                                                         'out']
+
+
+def test_an_output_that_cannot_be_created_is_found_before_any_image_is_read(
+    tmp_path, monkeypatch):
+  _write(tmp_path / 'out' / '1.png', _image(1))
+  _write(tmp_path / 'gt' / '1.png', _image(1))
+
+  def read(path):
+    raise AssertionError(f'{path} read before --output was checked')
+
+  monkeypatch.setattr(image_files, 'read_scored_image', read)
+  output = tmp_path / ('x' * 300) / 'report'  # a name no file system takes
+  with pytest.raises(OSError, match='--output .* cannot be created'):
+    scoring.score_folders(tmp_path / 'out', tmp_path / 'gt',
+                          output_dir=output, progress=False)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['gt', 'out']
+
+
+def test_overwrite_replaces_only_an_earlier_report(tmp_path):
+  for n in range(2):
+    _write(tmp_path / 'out' / f'{n}.png', _image(n))
+    _write(tmp_path / 'gt' / f'{n}.png', _image(n + 5))
+  report = tmp_path / 'report'
+  scoring.score_folders(tmp_path / 'out', tmp_path / 'gt', output_dir=report,
+                        progress=False)
+  scoring.score_folders(tmp_path / 'out', tmp_path / 'gt', output_dir=report,
+                        overwrite=True, progress=False)  # its own: replaced
+  (report / 'results.md').write_text('my notes on the run\n')
+  with pytest.raises(FileExistsError,
+                     match='results.md exists and was not written by '
+                           'dcsfn_jax; --overwrite replaces only earlier'):
+    scoring.score_folders(tmp_path / 'out', tmp_path / 'gt',
+                          output_dir=report, overwrite=True, progress=False)
+  assert (report / 'results.md').read_text() == 'my notes on the run\n'
+
+
+class _RecordingBar:
+  """Stands in for tqdm.tqdm: records the label and every update."""
+  made = []
+
+  def __init__(self, *args, desc=None, total=None, **kwargs):
+    del args, kwargs
+    self.desc, self.total, self.n = desc, total, 0
+    _RecordingBar.made.append(self)
+
+  def update(self, count):
+    self.n += count
+
+  def close(self):
+    pass
+
+
+def test_the_progress_bar_says_score_and_counts_scored_images(
+    tmp_path, monkeypatch):
+  from dcsfn_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  for n in range(3):
+    _write(tmp_path / 'out' / f'{n}.png', _image(n))
+    _write(tmp_path / 'gt' / f'{n}.png', _image(n + 5))
+  monkeypatch.setattr(evaluator.tqdm, 'tqdm', _RecordingBar)
+  _RecordingBar.made = []
+  seen = []
+  pairs, _, _ = scoring.find_pairs(tmp_path / 'out', tmp_path / 'gt')
+  scorer = evaluator.Evaluator(None, batch_size=2, baseline=False)
+  scorer.run(None, scoring.ScoredImages(pairs), progress=True,
+             progress_label='score',
+             on_image=lambda scored: seen.append(_RecordingBar.made[-1].n))
+  (bar,) = _RecordingBar.made
+  assert bar.desc == 'score' and bar.total == 3 and bar.n == 3
+  # Counted when scored (after each batch), never ahead of the images
+  # handed on.
+  assert all(count <= index for index, count in enumerate(seen)), seen
+  _RecordingBar.made = []
+  scoring.score_folders(tmp_path / 'out', tmp_path / 'gt',
+                        output_dir=tmp_path / 'report', progress=True)
+  assert [bar.desc for bar in _RecordingBar.made] == ['score']
