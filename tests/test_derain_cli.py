@@ -127,7 +127,8 @@ def test_cli_skips_bad_files_reports_niqe_and_never_overwrites(
   written = sorted(os.listdir(output))
   assert written == ['gray.png', 'niqe.csv', 'panels', 'street_jpg.png',
                      'street_png.png'], written
-  assert image_files.read_image(output / 'street_png.png').shape == (100, 120, 3)
+  assert image_files.read_image(output / 'street_png.png').shape == (
+      100, 120, 3)
   assert image_files.read_image(output / 'panels' / 'gray.png').shape[1] == (
       2 * 30 + 4)
   niqe_rows = (output / 'niqe.csv').read_text().splitlines()

@@ -31,7 +31,8 @@ def test_rgb_png_round_trips(tmp_path):
 
 def test_gray_and_bilevel_become_three_equal_channels(tmp_path):
   gray = _photo()[..., 0]
-  read = image_files.read_image(_save(tmp_path, 'gray.png', Image.fromarray(gray)))
+  read = image_files.read_image(_save(tmp_path, 'gray.png',
+                                      Image.fromarray(gray)))
   assert read.shape == gray.shape + (3,)
   for channel in range(3):
     np.testing.assert_array_equal(read[..., channel], gray)
@@ -59,7 +60,8 @@ def test_palette_images_with_and_without_transparency(tmp_path):
   np.testing.assert_array_equal(
       image_files.read_image(_save(tmp_path, 'p.png', palette)), expected)
   np.testing.assert_array_equal(
-      image_files.read_image(_save(tmp_path, 'pt.png', palette, transparency=0)),
+      image_files.read_image(_save(tmp_path, 'pt.png', palette,
+                                   transparency=0)),
       expected)
 
 

@@ -157,11 +157,12 @@ def test_importing_the_command_defines_no_flags():
 
 def test_overwrite_replaces_only_an_earlier_card(tmp_path):
   from dcsfn_jax import summary  # pylint: disable=g-import-not-at-top
+  check = summary._check_output  # pylint: disable=protected-access
   (tmp_path / 'model_card.md').write_text('# DCSFN model card\n\nearlier\n')
-  summary._check_output(os.fspath(tmp_path), overwrite=True)  # pylint: disable=protected-access
+  check(os.fspath(tmp_path), overwrite=True)
   (tmp_path / 'model_card.json').write_text('{"mine": 1}')
   with pytest.raises(FileExistsError, match='model_card.json exists and was '
                                             'not written by dcsfn_jax'):
-    summary._check_output(os.fspath(tmp_path), overwrite=True)  # pylint: disable=protected-access
+    check(os.fspath(tmp_path), overwrite=True)
   with pytest.raises(OSError, match='cannot be created'):
-    summary._check_output(os.fspath(tmp_path / ('x' * 300)), overwrite=False)  # pylint: disable=protected-access
+    check(os.fspath(tmp_path / ('x' * 300)), overwrite=False)

@@ -19,8 +19,9 @@ from PIL import Image
 import pytest
 
 from dcsfn_jax import metrics
-from dcsfn_jax.images import files as image_files
+from dcsfn_jax.evaluation import evaluator
 from dcsfn_jax.evaluation import scoring
+from dcsfn_jax.images import files as image_files
 
 
 def _image(seed, height=24, width=32):
@@ -253,7 +254,8 @@ def test_sixteen_bit_pngs_keep_their_exif_orientation_and_gray(tmp_path):
   decoded, _ = image_files.read_scored_image(tmp_path / 'rotated16.png')
   assert decoded.shape == (9, 7, 3)
   np.testing.assert_array_equal(decoded,
-                                image_files.read_image(tmp_path / 'rotated8.png'))
+                                image_files.read_image(
+                                    tmp_path / 'rotated8.png'))
 
   gray = np.random.default_rng(2).integers(0, 65536, (5, 6)).astype(np.uint16)
   Image.fromarray(gray).save(tmp_path / 'gray16.png')
@@ -390,7 +392,6 @@ class _RecordingBar:
 
 def test_the_progress_bar_says_score_and_counts_scored_images(
     tmp_path, monkeypatch):
-  from dcsfn_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   for n in range(3):
     _write(tmp_path / 'out' / f'{n}.png', _image(n))
     _write(tmp_path / 'gt' / f'{n}.png', _image(n + 5))
