@@ -47,6 +47,17 @@ class UnreadableImageError(ValueError):
   """A file that is not an image we can decode; the message names it."""
 
 
+class TooManyPixelsError(UnreadableImageError):
+  """An image whose header gives more pixels than the reader's budget."""
+
+  def __init__(self, path, size, max_pixels):
+    width, height = size
+    self.path, self.size, self.max_pixels = path, size, max_pixels
+    self.megapixels = width * height / 1e6
+    super().__init__(f'{path}: {width}x{height} is {self.megapixels:.1f} '
+                     f'megapixels, above the limit of {max_pixels}.')
+
+
 # ---------------------------------------------------------------- listing
 
 def is_image(path):
@@ -127,7 +138,22 @@ def _high_bit_depth_to_uint8(pixels):
 _SIXTEEN_BIT_GRAY = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
 
 
-def read_image(path):
+@contextlib.contextmanager
+def _pixel_guard(max_pixels):
+  """PIL's decompression-bomb guard for the body: its default when
+  `max_pixels` is None, else off (the caller checked the header)."""
+  if max_pixels is None:
+    yield
+    return
+  default = Image.MAX_IMAGE_PIXELS
+  Image.MAX_IMAGE_PIXELS = None
+  try:
+    yield
+  finally:
+    Image.MAX_IMAGE_PIXELS = default
+
+
+def read_image(path, max_pixels=None):
   """Reads any common image file as displayed: uint8 RGB [H, W, 3].
 
   EXIF orientation is applied; alpha is discarded (the colours under it are
@@ -135,12 +161,23 @@ def read_image(path):
   (16-bit gray is rounded, 16-bit colour truncated by PIL to its top byte;
   `read_scored_image` rounds it).
 
+  Args:
+    path: the file.
+    max_pixels: the pixel budget, checked from the header before anything
+      is decoded (0: none); it replaces PIL's fixed decompression-bomb
+      guard, which applies when this is None.
+
   Raises:
+    TooManyPixelsError: above `max_pixels`.
     UnreadableImageError: naming the file and why, for anything else.
   """
   path = os.fspath(path)
+  if max_pixels:
+    pixels, size = pixel_count(path)
+    if pixels > max_pixels:
+      raise TooManyPixelsError(path, size, max_pixels)
   try:
-    with Image.open(path) as image:
+    with _pixel_guard(max_pixels), Image.open(path) as image:
       image = ImageOps.exif_transpose(image)
       image.load()
   except Exception as error:  # PIL raises many types for broken files

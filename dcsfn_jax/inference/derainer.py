@@ -285,6 +285,9 @@ def derain_files(derainer, input_paths, output_dir, *, panels=False,
                  max_pixels=DEFAULT_MAX_PIXELS, progress=True):
   """Derains each file into output_dir; never raises for a bad file.
 
+  A photo above `max_pixels` (0: no limit) is refused from its header,
+  before it is decoded (`images.files.read_image`).
+
   Returns:
     list of Result, one per path, in order; a Result with `error` was not
     written.
@@ -307,16 +310,18 @@ def derain_files(derainer, input_paths, output_dir, *, panels=False,
       result.error = refusals[0]
       continue
     try:
-      pixels, (width, height) = image_files.pixel_count(path)
-      if max_pixels and pixels > max_pixels:
-        raise image_files.UnreadableImageError(
-            f'{path}: {width}x{height} is {pixels / 1e6:.1f} megapixels, '
-            f'above --max_pixels={max_pixels}; raise --max_pixels (with '
-            '--tile to bound memory) to derain it.')
-      photo = image_files.read_image(path)
+      photo = image_files.read_image(path, max_pixels=max_pixels)
+    except image_files.TooManyPixelsError as error:
+      width, height = error.size
+      result.error = (f'{path}: {width}x{height} is {error.megapixels:.1f} '
+                      f'megapixels, above --max_pixels={max_pixels}; raise '
+                      '--max_pixels (with --tile to bound memory) to derain '
+                      'it.')
+      continue
     except image_files.UnreadableImageError as error:
       result.error = str(error)
       continue
+    height, width = photo.shape[:2]
     if min(height, width) < derainer.granule:
       result.note = (f'{path}: {width}x{height} is below the network\'s '
                      f'{derainer.granule} px minimum; it was padded by '
