@@ -3,7 +3,8 @@
 The one module of the package that opens image files. Inside the project
 images are float32 RGB in [0, 1] or uint8 RGB [H, W, 3]. `read_image` turns
 whatever a user's folder holds (gray, RGBA, palette, 16-bit, CMYK JPEG,
-EXIF-rotated camera JPEGs) into uint8 RGB as it is meant to be displayed;
+EXIF-rotated camera JPEGs) into uint8 RGB as it is meant to be displayed,
+under an optional pixel budget checked from the header before decoding;
 `read_scored_image` also rounds 16-bit colour PNGs as MATLAB's im2uint8 does;
 `write_png` rounds floats exactly as the y_uint8 protocol does, so a saved PNG
 scores what the metrics reported, and marks the file as this project's, which
@@ -11,12 +12,16 @@ is what `--overwrite` checks (`is_our_output`, for `paths.refusal_to_replace`).
 
 Pairing by name (`match_files`), tried in this order; the first rule that
 pairs every file of both sides one to one wins:
-  1. identical stems: results/Rain100H/1.png with target/1.png.
+  1. identical stems: results/Rain100H/1.png with target/1.png (Restormer,
+     MPRNet, DRSformer's Rain200H/L and SPA-Data: they save each output under
+     its input's stem).
   2. naming conventions: the stems agree once role words and leading zeros
-     are dropped: rain-001 / norain-001 (and norain-001x2), 1_DR / 1_GT,
-     suffixes such as _derained, _out, _pred, _restored, _gt, _clean, _in.
+     are dropped: PReNet's rain-001 / norain-001 (and norain-001x2), suffixes
+     such as 1_DR / 1_GT (DRSformer's DID-Data/DDN-Data results, both in one
+     folder), _derained, _out, _pred, _restored, _gt, _clean, _target, _in.
   3. the same after dropping a suffix that every output shares: BasicSR's
      NAME_{suffix or run name}.png against NAME.png.
+Otherwise a ValueError lists the first unmatched files of each side.
 `match_keys` is the step every pairing shares (score's rules here, and each
 dataset layout's own keys in `data.layouts`): files whose keys agree pair up,
 and the rest are named.
