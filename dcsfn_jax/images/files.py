@@ -114,6 +114,18 @@ def decode_rgb(encoded):
     return np.asarray(image.convert('RGB'))
 
 
+@contextlib.contextmanager
+def _without_bomb_guard():
+  """PIL's decompression-bomb guard off for the body: the caller reads
+  only the header, or has checked the pixel count from it."""
+  default = Image.MAX_IMAGE_PIXELS
+  Image.MAX_IMAGE_PIXELS = None
+  try:
+    yield
+  finally:
+    Image.MAX_IMAGE_PIXELS = default
+
+
 def pixel_count(path):
   """(width x height, (width, height)) from the file's header, without
   decoding the pixels.
@@ -123,7 +135,7 @@ def pixel_count(path):
   """
   path = os.fspath(path)
   try:
-    with Image.open(path) as image:
+    with _without_bomb_guard(), Image.open(path) as image:
       width, height = image.size
   except Exception as error:  # PIL raises many types for broken files
     raise _unreadable(path, error) from error
@@ -141,21 +153,6 @@ def _high_bit_depth_to_uint8(pixels):
 
 
 _SIXTEEN_BIT_GRAY = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
-
-
-@contextlib.contextmanager
-def _pixel_guard(max_pixels):
-  """PIL's decompression-bomb guard for the body: its default when
-  `max_pixels` is None, else off (the caller checked the header)."""
-  if max_pixels is None:
-    yield
-    return
-  default = Image.MAX_IMAGE_PIXELS
-  Image.MAX_IMAGE_PIXELS = None
-  try:
-    yield
-  finally:
-    Image.MAX_IMAGE_PIXELS = default
 
 
 def read_image(path, max_pixels=None):
@@ -181,8 +178,10 @@ def read_image(path, max_pixels=None):
     pixels, size = pixel_count(path)
     if pixels > max_pixels:
       raise TooManyPixelsError(path, size, max_pixels)
+  guard = (contextlib.nullcontext() if max_pixels is None
+           else _without_bomb_guard())
   try:
-    with _pixel_guard(max_pixels), Image.open(path) as image:
+    with guard, Image.open(path) as image:
       image = ImageOps.exif_transpose(image)
       image.load()
   except Exception as error:  # PIL raises many types for broken files
