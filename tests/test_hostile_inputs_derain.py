@@ -331,23 +331,11 @@ def test_the_summary_says_where_the_outputs_went(tmp_path):
 
 
 def test_weights_holding_inf_are_refused_naming_the_parameter(tmp_path):
-  import jax  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
   config = models.preset('official')
   config.update(channels=4, num_blocks=1, num_scales=1, convs_per_scale=1,
                 single=True)
-  params = models.build_model(config).init(
-      jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.float32))['params']
-  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  path, leaf = leaves[len(leaves) // 2]
-  name = '/'.join(key.key for key in path)
-  broken = np.array(leaf)
-  broken.flat[0] = np.inf
-  params = jax.tree_util.tree_map_with_path(
-      lambda p, x: broken if p == path else x, params)
-  checkpointing.save_pretrained(tmp_path / 'broken', params,
-                                ml_collections.ConfigDict({'model': config}))
+  name = tiny_models.save_broken_checkpoint(tmp_path / 'broken', config,
+                                            np.inf)
   folder = _write_photos(tmp_path / 'photos', ['a.png'])
   result = _derain(tmp_path, f'--workdir={tmp_path / "broken"}',
                    f'--input={folder}', f'--output={tmp_path / "out"}')

@@ -161,25 +161,13 @@ def test_the_command_ends_with_every_images_figures(checkpoint_dir,
 
 
 def test_weights_holding_nan_are_refused_naming_the_parameter(tmp_path):
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from dcsfn_jax import models  # pylint: disable=g-import-not-at-top
+  import tiny_models  # pylint: disable=g-import-not-at-top
   config = models.preset('official')
   config.update(channels=4, num_blocks=1, num_scales=1, convs_per_scale=1,
                 single=True)
-  params = models.build_model(config).init(
-      jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.float32))['params']
-  path, leaf = jax.tree_util.tree_flatten_with_path(params)[0][-1]
-  broken = np.array(leaf)
-  broken.flat[-1] = np.nan
-  params = jax.tree_util.tree_map_with_path(
-      lambda p, x: broken if p == path else x, params)
-  checkpointing.save_pretrained(
-      tmp_path / 'broken', params,
-      ml_collections.ConfigDict({'model': config, 'dataset': 'rain100h'}))
-  name = '/'.join(key.key for key in path)
+  name = tiny_models.save_broken_checkpoint(
+      tmp_path / 'broken', config, float('nan'), dataset='rain100h')
   with pytest.raises(ValueError, match=f'parameter {name} holds inf/NaN'):
     evaluator.evaluate_checkpoint(tmp_path / 'broken',
                                   output_dir=tmp_path / 'report',
