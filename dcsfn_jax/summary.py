@@ -12,7 +12,8 @@ unrolled graph) and MACs of one HEIGHTxWIDTH RGB image, and XLA's memory
 analysis of the compiled training gradient (the config's loss) for one batch
 of patches; `dcsfn_jax.analysis.card` says how each is counted. Markdown goes
 to stdout; --output DIR also writes DIR/model_card.md and
-DIR/model_card.json (never over existing files without --overwrite).
+DIR/model_card.json (over existing cards only with --overwrite, and never
+over a file it did not write).
 About 30 s on 2 CPU cores for the official preset, most of it compiling the
 training gradient (--nomemory skips it).
 """
