@@ -23,7 +23,7 @@ from absl import flags
 import numpy as np
 import skimage.data
 
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 from dcsfn_jax.metrics import niqe
 
 _PHOTOS = ('astronaut', 'camera', 'coffee', 'chelsea', 'rocket',
@@ -69,7 +69,7 @@ def main(argv):
   reference = (_load_basicsr(flags.FLAGS.basicsr_root)
                if flags.FLAGS.basicsr_root else None)
   inputs = [(name, getattr(skimage.data, name)()) for name in _PHOTOS]
-  inputs += [(os.path.basename(path), images.read_image(path))
+  inputs += [(os.path.basename(path), image_files.read_image(path))
              for path in flags.FLAGS.image]
   print(f"{'image':20s} {'H x W':>11s} {'ours':>9s}"
         + (f" {'BasicSR':>9s} {'diff':>9s}" if reference else '')

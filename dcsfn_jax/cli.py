@@ -84,6 +84,12 @@ def define_model_run_flags(unit='images'):
   flags.DEFINE_bool('self_ensemble', False, 'Average the model over the 8 '
                     'flips and rotations of each image, each undone '
                     '(geometric self-ensemble): 8x the cost.')
+  define_batch_size_flag(unit)
+
+
+def define_batch_size_flag(unit='images'):
+  """--batch_size for the commands that run batches through the evaluator
+  or the model (`unit` names what a batch holds)."""
   flags.DEFINE_integer('batch_size', None, f'{unit.capitalize()} per step '
                        '(default: one per device).')
 

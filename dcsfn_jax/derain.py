@@ -23,7 +23,6 @@ import sys
 
 from absl import app
 from absl import flags
-from PIL import Image
 
 from dcsfn_jax import cli
 from dcsfn_jax import models
@@ -71,9 +70,6 @@ def main(argv):
   f = flags.FLAGS
   parallel.use_host_cores()
   cli.errors_only_logging()
-  # derain checks each photo's size against --max_pixels from its header
-  # instead of PIL's fixed decompression-bomb guard.
-  Image.MAX_IMAGE_PIXELS = None
   output = paths.expand(f.output)
   try:
     if f.max_pixels < 0:
@@ -103,7 +99,7 @@ def main(argv):
       derainer.write_niqe_csv(output, results)
     except OSError as error:
       sys.exit(f'error: {error}')
-  print('\n'.join(derainer.summarise(results, f.niqe)))
+  print('\n'.join(derainer.summarise(results, f.niqe, output)))
   if any(r.error for r in results):
     sys.exit(f'error: {derainer.failures(results)}')
 

@@ -11,10 +11,13 @@ Dataset, split and data_dir default to those the checkpoint was trained with.
 Writes to --output (default DIR/eval/DATASET-SPLIT for a training workdir,
 DIR_eval/DATASET-SPLIT beside a checkpoint directory): per_image.csv,
 summary.json, results.md, derained/*.png and panels/*.png
-(`dcsfn_jax.evaluation.report`). Every image runs at its native size, as the
+(`dcsfn_jax.evaluation.report`), and prints the means, then every image's
+figures (the lowest and highest few for large sets). --overwrite replaces
+only files an earlier run wrote. Every image runs at its native size, as the
 released eval.py does, compiling once per new size; --bucket pads to a few
 shape buckets instead, which is faster on many sizes but changes the outputs.
 """
+import os
 import sys
 
 from absl import app
@@ -72,6 +75,9 @@ def main(argv):
   print(summary['weights_note'])
   print(report.markdown_table(summary,
                               f"{summary['dataset']}/{summary['split']}"))
+  print('\n'.join(report.per_image_table(
+      report.read_rows(summary['output_dir']), summary,
+      os.path.join(summary['output_dir'], 'per_image.csv'))))
   print(f"{summary['compilations']} compilation(s) on {summary['devices']} "
         f"device(s), {summary['seconds']} s; results in "
         f"{summary['output_dir']}")

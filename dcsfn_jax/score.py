@@ -39,9 +39,12 @@ rainy inputs' scores as the baseline columns; without it the report has
 none. --dataset/--split (catalog names, e.g. rain13k/test100) label the
 report and add the published DCSFN figures for them with the gap.
 
-Writes to --output (default DERAINED_score beside the outputs' folder):
-per_image.csv, summary.json and results.md, as `evaluate` does.
+Writes to --output (default DERAINED_score beside the outputs' folder, checked
+before anything is read): per_image.csv, summary.json and results.md, as
+`evaluate` does, and prints the means and every image's figures (the lowest
+and highest few for large sets).
 """
+import os
 import sys
 
 from absl import app
@@ -74,9 +77,10 @@ def _define_flags():
   flags.DEFINE_string('split', None, 'Split of --dataset (default test; '
                       'rain13k: test100, rain100h, rain100l, test2800, '
                       'test1200).')
-  flags.DEFINE_integer('batch_size', None, 'Images per step (default: one '
-                       'per device).')
-  flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --output.')
+  cli.define_batch_size_flag('images')
+  flags.DEFINE_bool('overwrite', False, 'Write into a non-empty --output, '
+                    'replacing only the files of an earlier report.')
+  flags.adopt_module_key_flags(cli)  # its flags in this command's --help
   flags.mark_flag_as_required('derained')
   flags.mark_flag_as_required('clean')
 
@@ -94,6 +98,9 @@ def main(argv):
   except (ValueError, OSError) as error:
     sys.exit(f'error: {error}')
   print(report.markdown_table(summary, scoring.title(summary)))
+  print('\n'.join(report.per_image_table(
+      report.read_rows(summary['output_dir']), summary,
+      os.path.join(summary['output_dir'], 'per_image.csv'))))
   print(f"{summary['num_images']} image(s) in {summary['seconds']} s "
         f"({summary['compilations']} compilation(s) on {summary['devices']} "
         f"device(s)); results in {summary['output_dir']}")

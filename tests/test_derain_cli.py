@@ -14,7 +14,7 @@ from PIL import Image
 from dcsfn_jax import checkpointing
 from dcsfn_jax import metrics
 from dcsfn_jax.inference import derainer as derain
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 from dcsfn_jax.inference import runner as runner_lib
 from dcsfn_jax import models
 
@@ -127,8 +127,9 @@ def test_cli_skips_bad_files_reports_niqe_and_never_overwrites(
   written = sorted(os.listdir(output))
   assert written == ['gray.png', 'niqe.csv', 'panels', 'street_jpg.png',
                      'street_png.png'], written
-  assert images.read_image(output / 'street_png.png').shape == (100, 120, 3)
-  assert images.read_image(output / 'panels' / 'gray.png').shape[1] == (
+  assert image_files.read_image(output / 'street_png.png').shape == (
+      100, 120, 3)
+  assert image_files.read_image(output / 'panels' / 'gray.png').shape[1] == (
       2 * 30 + 4)
   niqe_rows = (output / 'niqe.csv').read_text().splitlines()
   assert niqe_rows[0] == 'file,niqe_input,niqe_output'
@@ -164,11 +165,11 @@ def test_derain_files_overwrites_only_when_asked(checkpoint_dir, tmp_path):
   results = derain.derain_files(derainer, [os.fspath(photo)], output,
                                 progress=False)
   first = (output / 'one.png').read_bytes()
-  assert not results[0].error and images.is_our_output(output / 'one.png')
+  assert not results[0].error and image_files.is_our_output(output / 'one.png')
   results = derain.derain_files(derainer, [os.fspath(photo)], output,
                                 overwrite=True, progress=False)
   assert not results[0].error
-  assert images.read_image(output / 'one.png').shape == (33, 35, 3)
+  assert image_files.read_image(output / 'one.png').shape == (33, 35, 3)
   assert (output / 'one.png').read_bytes() == first
 
 

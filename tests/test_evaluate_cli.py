@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dcsfn_jax.evaluation import evaluator
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 
 
 def test_cli_writes_tables_images_and_panels(checkpoint_dir, tmp_path):
@@ -37,10 +37,10 @@ def test_cli_writes_tables_images_and_panels(checkpoint_dir, tmp_path):
     assert f'| {protocol} | {summary["means"][protocol + "/psnr"]:.4f}' in table
 
   for row in rows:
-    name = images.output_name(row['name'])
-    derained = images.read_image(output / 'derained' / name)
+    name = image_files.output_name(row['name'])
+    derained = image_files.read_image(output / 'derained' / name)
     assert derained.shape == (int(row['height']), int(row['width']), 3)
-    panel = images.read_image(output / 'panels' / name)
+    panel = image_files.read_image(output / 'panels' / name)
     assert panel.shape[1] == 4 * int(row['width']) + 3 * 4
     assert panel.shape[0] > int(row['height'])
 
@@ -76,3 +76,25 @@ def test_cli_reports_a_missing_checkpoint_without_a_traceback(tmp_path):
       capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode != 0
   assert 'nothing' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_the_per_image_table_of_a_large_set_shows_its_extremes():
+  from dcsfn_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+  rows = [{'name': f'image_{n:02d}', 'official/psnr': 30 - (n * 7) % 25,
+           'official/ssim': 0.9, 'official/psnr_rainy': 20.0,
+           'official/ssim_rainy': 0.7} for n in range(25)]
+  summary = {'protocols': {'official': 'the released eval.py'},
+             'rainy_baseline': True}
+  table = report.per_image_table(rows, summary, 'out/per_image.csv')
+  assert 'the 5 lowest and 5 highest official PSNR of 25 (all in ' \
+         'out/per_image.csv)' in table[1]
+  shown = [line.split(' | ')[1] for line in table[5:]
+           if not line.startswith('| ...')]
+  ranked = sorted(rows, key=lambda row: row['official/psnr'])
+  assert shown == [f"{row['official/psnr']:.2f} / 0.9000"
+                   for row in ranked[:5] + ranked[-5:]]
+  assert '| ... 15 more |' in table[10]
+  summary['rainy_baseline'] = False
+  table = report.per_image_table(rows[:20], summary)
+  assert table[1] == 'Per image (20):' and len(table) == 5 + 20
+  assert 'rainy' not in table[3]

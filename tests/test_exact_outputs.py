@@ -9,7 +9,7 @@ from dcsfn_jax import checkpointing
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 import cli_checks
 import tiny_models
 
@@ -65,7 +65,7 @@ def test_derain_png_of_an_odd_size_photo_is_the_native_forward(
   params, model_config = model
   photo = _photo(57, 83)
   _derain_one(tmp_path, checkpoint_dir, 'odd.png', photo)
-  saved = images.read_image(tmp_path / 'out' / 'odd.png')
+  saved = image_files.read_image(tmp_path / 'out' / 'odd.png')
   expected = metrics.to_uint8(_native(params, model_config, photo))
   np.testing.assert_array_equal(saved, expected)
 
@@ -96,5 +96,5 @@ def test_a_photo_below_the_minimum_is_padded_and_the_summary_says_so(
           'minimum; it was padded by reflection') in result.stdout
   # The network pads it itself: still exactly its forward at native size.
   np.testing.assert_array_equal(
-      images.read_image(tmp_path / 'out' / 'small.png'),
+      image_files.read_image(tmp_path / 'out' / 'small.png'),
       metrics.to_uint8(_native(params, model_config, photo)))

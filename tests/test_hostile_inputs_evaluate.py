@@ -123,3 +123,53 @@ def test_evaluate_never_touches_the_checkpoint_or_the_data(
     evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output,
                                   progress=False, **flags)
   assert _hashes(checkpoint_dir, synthetic_data_dir) == before
+
+
+def test_overwrite_replaces_only_files_an_earlier_run_wrote(
+    checkpoint_dir, tmp_path):
+  output = tmp_path / 'report'
+  evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output, limit=1,
+                                progress=False)
+  (output / 'derained' / 'mine.png').write_bytes(b'not ours')
+  before = _hashes(output)
+  with pytest.raises(FileExistsError,
+                     match=r'mine.png exists and was not written by '
+                           'dcsfn_jax; --overwrite replaces only earlier'):
+    evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output,
+                                  limit=1, overwrite=True, progress=False)
+  assert _hashes(output) == before
+  (output / 'derained' / 'mine.png').unlink()
+  (output / 'summary.json').write_text('{"my": "notes"}\n')
+  with pytest.raises(FileExistsError, match='summary.json exists and was '
+                                            'not written by dcsfn_jax'):
+    evaluator.evaluate_checkpoint(checkpoint_dir, output_dir=output,
+                                  limit=1, overwrite=True, progress=False)
+  assert (output / 'summary.json').read_text() == '{"my": "notes"}\n'
+
+
+def test_the_command_ends_with_every_images_figures(checkpoint_dir,
+                                                   tmp_path):
+  result = _evaluate(tmp_path, f'--workdir={checkpoint_dir}', '--limit=2',
+                     f'--output={tmp_path / "report"}', '--nopanels',
+                     '--protocol=official,y_uint8')
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = result.stdout[result.stdout.index('Per image (2):'):]
+  assert ('| image | official PSNR / SSIM | y_uint8 PSNR / SSIM | rainy '
+          'input (official) |') in table
+  rows = [line for line in table.splitlines()[3:] if line.startswith('| ')]
+  assert len(rows) == 3 and all(line.count('/') == 3 for line in rows[1:])
+
+
+def test_weights_holding_nan_are_refused_naming_the_parameter(tmp_path):
+  from dcsfn_jax import models  # pylint: disable=g-import-not-at-top
+  import tiny_models  # pylint: disable=g-import-not-at-top
+  config = models.preset('official')
+  config.update(channels=4, num_blocks=1, num_scales=1, convs_per_scale=1,
+                single=True)
+  name = tiny_models.save_broken_checkpoint(
+      tmp_path / 'broken', config, float('nan'), dataset='rain100h')
+  with pytest.raises(ValueError, match=f'parameter {name} holds inf/NaN'):
+    evaluator.evaluate_checkpoint(tmp_path / 'broken',
+                                  output_dir=tmp_path / 'report',
+                                  progress=False)
+  assert not (tmp_path / 'report').exists()

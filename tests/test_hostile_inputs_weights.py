@@ -13,7 +13,7 @@ from PIL import Image
 
 from dcsfn_jax import checkpointing
 from dcsfn_jax import models
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 from dcsfn_jax.pytorch import torch_files
 
 torch = pytest.importorskip('torch')
@@ -83,7 +83,7 @@ def test_pth_round_trip_keeps_the_channel_order_and_the_output(
                   f'--input={photos}', f'--output={tmp_path / name}')
     cli_checks.assert_quiet(result)
     assert 'note:' not in result.stdout  # nothing had to be assumed
-    derained[name] = images.read_image(tmp_path / name / 'rain.png')
+    derained[name] = image_files.read_image(tmp_path / name / 'rain.png')
   np.testing.assert_array_equal(derained['export'], derained['original'])
 
 

@@ -1,12 +1,14 @@
 """The package's import rules (docs/ARCHITECTURE.md), read from the source.
 
   models/, data/ and metrics/ never import training, evaluation, export or
-  torch; metrics never imports models; nothing imports an entry module (a
-  `python -m` command) for a library function; importing the trainer's entry
-  module defines no flags.
+  torch; metrics never imports models; images/ imports no room but metrics;
+  nothing imports an entry module (a `python -m` command) for a library
+  function; importing the trainer's entry module defines no flags; one module
+  opens image files and one defines which names are images.
 """
 import ast
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -76,6 +78,33 @@ def test_lower_rooms_never_import_upper_ones(room):
       for imported in imported_names
       if any(_within(imported, banned) for banned in FORBIDDEN[room]))
   assert not violations, violations
+
+
+def test_the_image_room_imports_only_metrics():
+  violations = sorted(
+      f'{module} imports {imported}'
+      for module, imported_names in MODULES.items()
+      if _within(module, 'dcsfn_jax.images')
+      for imported in imported_names
+      if _within(imported, 'dcsfn_jax')
+      and not _within(imported, 'dcsfn_jax.images')
+      and not _within(imported, 'dcsfn_jax.metrics'))
+  assert not violations, violations
+
+
+def _modules_whose_source(pattern):
+  return sorted(_module_name(path) for path in PACKAGE.rglob('*.py')
+                if re.search(pattern, path.read_text()))
+
+
+def test_one_module_opens_image_files():
+  assert _modules_whose_source(r'\bImage\.open\(') == [
+      'dcsfn_jax.images.files']
+
+
+def test_one_module_defines_the_image_suffixes():
+  assert _modules_whose_source(r"['\"]\.jpe?g['\"]") == [
+      'dcsfn_jax.images.files']
 
 
 def test_no_module_imports_an_entry_module():

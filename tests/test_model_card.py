@@ -1,6 +1,7 @@
 """The model card: `dcsfn_jax.analysis.card` and `python -m dcsfn_jax.summary`."""
 import json
 import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -152,3 +153,16 @@ def test_importing_the_command_defines_no_flags():
   result = subprocess.run([sys.executable, '-c', code], capture_output=True,
                           text=True, timeout=300, check=True, cwd=ROOT)
   assert result.stdout.strip() == '[]'
+
+
+def test_overwrite_replaces_only_an_earlier_card(tmp_path):
+  from dcsfn_jax import summary  # pylint: disable=g-import-not-at-top
+  check = summary._check_output  # pylint: disable=protected-access
+  (tmp_path / 'model_card.md').write_text('# DCSFN model card\n\nearlier\n')
+  check(os.fspath(tmp_path), overwrite=True)
+  (tmp_path / 'model_card.json').write_text('{"mine": 1}')
+  with pytest.raises(FileExistsError, match='model_card.json exists and was '
+                                            'not written by dcsfn_jax'):
+    check(os.fspath(tmp_path), overwrite=True)
+  with pytest.raises(OSError, match='cannot be created'):
+    check(os.fspath(tmp_path / ('x' * 300)), overwrite=False)

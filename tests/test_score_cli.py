@@ -25,7 +25,7 @@ from dcsfn_jax import data
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 
 PROTOCOLS = 'official,y_uint8,y_float'
 
@@ -61,10 +61,10 @@ def evaluated(tmp_path_factory, synthetic_data_dir):
   source = data.load_split('synthetic_rain', 'test', synthetic_data_dir)
   examples = [source[i] for i in range(len(source))]
   for example in examples:
-    name = images.output_name(example['name'])
+    name = image_files.output_name(example['name'])
     for kind in ('clean', 'rainy'):
       os.makedirs(root / kind, exist_ok=True)
-      images.write_png(root / kind / name, example[kind])
+      image_files.write_png(root / kind / name, example[kind])
   return {'root': root, 'eval': root / 'eval', 'examples': examples,
           'params': params, 'model_config': model_config}
 
@@ -77,7 +77,7 @@ def test_score_reproduces_evaluate_on_its_saved_pngs(evaluated):
   assert result.returncode == 0, result.stderr[-3000:]
   assert '| y_float |' in result.stdout
   ours = _rows(root / 'score' / 'per_image.csv')
-  theirs = {images.output_name(name): row for name, row in
+  theirs = {image_files.output_name(name): row for name, row in
             _rows(root / 'eval' / 'per_image.csv').items()}
   assert sorted(ours) == sorted(theirs) and len(ours) == 2
   same = [f'{p}/{m}' for p in ('y_uint8', 'y_float') for m in ('psnr', 'ssim')]
@@ -112,8 +112,8 @@ def test_official_differs_from_evaluate_by_the_rounding_alone(evaluated):
       models.runtime_layout(evaluated['params'], evaluated['model_config']),
       evaluated['examples'], on_image=outputs.append)
   for output in outputs:
-    name = images.output_name(output.name)
-    png = images.read_image(root / 'eval' / 'derained' / name)
+    name = image_files.output_name(output.name)
+    png = image_files.read_image(root / 'eval' / 'derained' / name)
     np.testing.assert_array_equal(png, metrics.to_uint8(output.derained))
     clean = metrics.to_float(output.clean)[None]
     float_figures = metrics.official_metrics(jnp.asarray(output.derained[None]),
@@ -153,7 +153,7 @@ def test_errors_are_one_line_and_help_documents_the_matching(tmp_path):
   (tmp_path / 'out').mkdir()
   (tmp_path / 'gt').mkdir()
   for folder, name in (('out', 'a.png'), ('gt', 'b.png')):
-    images.write_png(tmp_path / folder / name, np.zeros((12, 12, 3),
+    image_files.write_png(tmp_path / folder / name, np.zeros((12, 12, 3),
                                                         np.uint8))
   result = _run('dcsfn_jax.score', f'--derained={tmp_path / "out"}',
                 f'--clean={tmp_path / "gt"}', timeout=120)

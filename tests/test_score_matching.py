@@ -19,8 +19,9 @@ from PIL import Image
 import pytest
 
 from dcsfn_jax import metrics
-from dcsfn_jax import images
+from dcsfn_jax.evaluation import evaluator
 from dcsfn_jax.evaluation import scoring
+from dcsfn_jax.images import files as image_files
 
 
 def _image(seed, height=24, width=32):
@@ -225,20 +226,20 @@ def test_sixteen_bit_colour_pngs_are_rounded_not_truncated(tmp_path):
   rgb = rng.integers(0, 65536, (13, 17, 3)).astype(np.uint16)
   rgb[0, :3] = [[0, 128, 129], [65535, 65406, 32896], [384, 385, 257]]
   _write_png16(tmp_path / 'rgb.png', rgb)
-  decoded, sixteen_bit = scoring.read_scored_image(tmp_path / 'rgb.png')
+  decoded, sixteen_bit = image_files.read_scored_image(tmp_path / 'rgb.png')
   assert sixteen_bit
   np.testing.assert_array_equal(decoded, _im2uint8(rgb))
   np.testing.assert_array_equal(decoded[0, :3], [[0, 0, 1], [255, 254, 128],
                                                  [1, 1, 1]])
   # What plain Pillow gives: the top byte, off by one level in many pixels.
-  truncated = images.read_image(tmp_path / 'rgb.png')
+  truncated = image_files.read_image(tmp_path / 'rgb.png')
   np.testing.assert_array_equal(truncated, (rgb >> 8).astype(np.uint8))
   assert np.mean(truncated != decoded) > 0.2
 
   rgba = rng.integers(0, 65536, (6, 5, 4)).astype(np.uint16)
   _write_png16(tmp_path / 'rgba.png', rgba)
   np.testing.assert_array_equal(
-      scoring.read_scored_image(tmp_path / 'rgba.png')[0],
+      image_files.read_scored_image(tmp_path / 'rgba.png')[0],
       _im2uint8(rgba[..., :3]))
 
 
@@ -250,14 +251,15 @@ def test_sixteen_bit_pngs_keep_their_exif_orientation_and_gray(tmp_path):
   _write_png16(tmp_path / 'rotated16.png', rgb, exif=exif.tobytes()[6:])
   Image.fromarray(_im2uint8(rgb)).save(tmp_path / 'rotated8.png',
                                        exif=exif.tobytes())
-  decoded, _ = scoring.read_scored_image(tmp_path / 'rotated16.png')
+  decoded, _ = image_files.read_scored_image(tmp_path / 'rotated16.png')
   assert decoded.shape == (9, 7, 3)
   np.testing.assert_array_equal(decoded,
-                                images.read_image(tmp_path / 'rotated8.png'))
+                                image_files.read_image(
+                                    tmp_path / 'rotated8.png'))
 
   gray = np.random.default_rng(2).integers(0, 65536, (5, 6)).astype(np.uint16)
   Image.fromarray(gray).save(tmp_path / 'gray16.png')
-  decoded, sixteen_bit = scoring.read_scored_image(tmp_path / 'gray16.png')
+  decoded, sixteen_bit = image_files.read_scored_image(tmp_path / 'gray16.png')
   assert sixteen_bit
   np.testing.assert_array_equal(decoded[..., 0], _im2uint8(gray))
 
@@ -266,10 +268,10 @@ def test_eight_bit_jpeg_and_bmp_read_as_images_does(tmp_path):
   image = _image(5)
   for name in ('a.jpg', 'a.bmp', 'a.png'):
     _write(tmp_path / name, image)
-    decoded, sixteen_bit = scoring.read_scored_image(tmp_path / name)
+    decoded, sixteen_bit = image_files.read_scored_image(tmp_path / name)
     assert not sixteen_bit
     np.testing.assert_array_equal(decoded,
-                                  images.read_image(tmp_path / name))
+                                  image_files.read_image(tmp_path / name))
 
 
 def test_dataset_and_split_are_catalog_names():
@@ -318,8 +320,8 @@ def test_a_broken_sixteen_bit_png_is_named(tmp_path):
   _write_png16(tmp_path / 'whole.png', rgb)
   data = (tmp_path / 'whole.png').read_bytes()
   (tmp_path / 'broken.png').write_bytes(data[:len(data) // 2])
-  with pytest.raises(images.UnreadableImageError, match='broken.png'):
-    scoring.read_scored_image(tmp_path / 'broken.png')
+  with pytest.raises(image_files.UnreadableImageError, match='broken.png'):
+    image_files.read_scored_image(tmp_path / 'broken.png')
 
 
 def test_an_unusable_output_is_refused_before_scoring(tmp_path):
@@ -336,3 +338,77 @@ def test_an_unusable_output_is_refused_before_scoring(tmp_path):
     scoring.score_folders(tmp_path / 'out', tmp_path / 'gt', crop_border=-1)
   assert sorted(p.name for p in tmp_path.iterdir()) == ['gt', 'notes.txt',
                                                         'out']
+
+
+def test_an_output_that_cannot_be_created_is_found_before_any_image_is_read(
+    tmp_path, monkeypatch):
+  _write(tmp_path / 'out' / '1.png', _image(1))
+  _write(tmp_path / 'gt' / '1.png', _image(1))
+
+  def read(path):
+    raise AssertionError(f'{path} read before --output was checked')
+
+  monkeypatch.setattr(image_files, 'read_scored_image', read)
+  output = tmp_path / ('x' * 300) / 'report'  # a name no file system takes
+  with pytest.raises(OSError, match='--output .* cannot be created'):
+    scoring.score_folders(tmp_path / 'out', tmp_path / 'gt',
+                          output_dir=output, progress=False)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['gt', 'out']
+
+
+def test_overwrite_replaces_only_an_earlier_report(tmp_path):
+  for n in range(2):
+    _write(tmp_path / 'out' / f'{n}.png', _image(n))
+    _write(tmp_path / 'gt' / f'{n}.png', _image(n + 5))
+  report = tmp_path / 'report'
+  scoring.score_folders(tmp_path / 'out', tmp_path / 'gt', output_dir=report,
+                        progress=False)
+  scoring.score_folders(tmp_path / 'out', tmp_path / 'gt', output_dir=report,
+                        overwrite=True, progress=False)  # its own: replaced
+  (report / 'results.md').write_text('my notes on the run\n')
+  with pytest.raises(FileExistsError,
+                     match='results.md exists and was not written by '
+                           'dcsfn_jax; --overwrite replaces only earlier'):
+    scoring.score_folders(tmp_path / 'out', tmp_path / 'gt',
+                          output_dir=report, overwrite=True, progress=False)
+  assert (report / 'results.md').read_text() == 'my notes on the run\n'
+
+
+class _RecordingBar:
+  """Stands in for tqdm.tqdm: records the label and every update."""
+  made = []
+
+  def __init__(self, *args, desc=None, total=None, **kwargs):
+    del args, kwargs
+    self.desc, self.total, self.n = desc, total, 0
+    _RecordingBar.made.append(self)
+
+  def update(self, count):
+    self.n += count
+
+  def close(self):
+    pass
+
+
+def test_the_progress_bar_says_score_and_counts_scored_images(
+    tmp_path, monkeypatch):
+  for n in range(3):
+    _write(tmp_path / 'out' / f'{n}.png', _image(n))
+    _write(tmp_path / 'gt' / f'{n}.png', _image(n + 5))
+  monkeypatch.setattr(evaluator.tqdm, 'tqdm', _RecordingBar)
+  _RecordingBar.made = []
+  seen = []
+  pairs, _, _ = scoring.find_pairs(tmp_path / 'out', tmp_path / 'gt')
+  scorer = evaluator.Evaluator(None, batch_size=2, baseline=False)
+  scorer.run(None, scoring.ScoredImages(pairs), progress=True,
+             progress_label='score',
+             on_image=lambda scored: seen.append(_RecordingBar.made[-1].n))
+  (bar,) = _RecordingBar.made
+  assert bar.desc == 'score' and bar.total == 3 and bar.n == 3
+  # Counted when scored (after each batch), never ahead of the images
+  # handed on.
+  assert all(count <= index for index, count in enumerate(seen)), seen
+  _RecordingBar.made = []
+  scoring.score_folders(tmp_path / 'out', tmp_path / 'gt',
+                        output_dir=tmp_path / 'report', progress=True)
+  assert [bar.desc for bar in _RecordingBar.made] == ['score']

@@ -17,3 +17,19 @@ def save_checkpoint(directory, model_config, seed=0, **config_fields):
       directory, params,
       ml_collections.ConfigDict({'model': model_config, **config_fields}))
   return directory
+
+
+def save_broken_checkpoint(directory, model_config, value, **config_fields):
+  """`save_checkpoint` with one value of one parameter set to `value` (inf
+  or nan); returns the parameter's name ('encoder/.../kernel')."""
+  params = models.build_model(model_config).init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  path, leaf = leaves[len(leaves) // 2]
+  broken = leaf.at[(0,) * leaf.ndim].set(value)
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, x: broken if p == path else x, params)
+  checkpointing.save_pretrained(
+      directory, params,
+      ml_collections.ConfigDict({'model': model_config, **config_fields}))
+  return '/'.join(key.key for key in path)

@@ -23,7 +23,9 @@ import numpy as np
 from PIL import Image
 
 from dcsfn_jax.data import layouts
-from dcsfn_jax.data.layouts import DatasetLayoutError, Pair, PrepareError
+from dcsfn_jax.data.layouts import DatasetLayoutError, PrepareError
+from dcsfn_jax.images import files as image_files
+from dcsfn_jax.images.files import Pair
 
 Finder = Callable[..., 'list[Pair] | None']
 LAYOUT_MODES = ('auto', 'side_by_side')
@@ -341,7 +343,7 @@ def _no_layout_error(spec: DatasetSpec, folder: pathlib.Path, problem: str,
                      fix: str) -> DatasetLayoutError:
   """First line: the problem, what `folder` holds and the fix; then the
   folder's listing and the dataset's instructions."""
-  images = layouts.list_images(folder)
+  images = image_files.list_images(folder)
   held = f'; it holds {layouts.describe_names(images)}' if images else ''
   return DatasetLayoutError(
       f'{spec.name}: {problem}{held}. {fix}\n'

@@ -6,6 +6,8 @@ rainy image without its clean partner, an unreadable list line) raises
 `DatasetLayoutError` naming the files. Finders do not open images; the builder
 checks sizes and decodability while it writes, through `open_image`, which
 every reader of a user's image uses so that a corrupt file gets one message.
+Which names are images, the `Pair` type and the pairing of two sides by key
+belong to `dcsfn_jax.images.files`; each layout here supplies its keys.
 
 Accepted layouts (REFERENCE §5):
   prenet        rain-N.png with norain-N.png, in one folder, or the rainy ones
@@ -26,7 +28,6 @@ Accepted layouts (REFERENCE §5):
 """
 import collections
 import contextlib
-import dataclasses
 import os
 import pathlib
 import re
@@ -34,7 +35,9 @@ from typing import Callable, Iterator, Sequence
 
 from PIL import Image
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+from dcsfn_jax.images import files as image_files
+from dcsfn_jax.images.files import Pair
+from dcsfn_jax.images.files import list_images
 
 
 class PrepareError(ValueError):
@@ -56,45 +59,15 @@ def open_image(path: pathlib.Path, fix: str = REPLACE_IMAGE
   """`path` opened and fully decoded; if that fails, a DatasetLayoutError
   naming the file and `fix`."""
   try:
-    image = Image.open(path)
-  except Exception as error:  # PIL raises many types for bad files.
-    raise _corrupt(path, error, fix) from error
-  with image:
-    try:
-      image.load()
-    except Exception as error:
-      raise _corrupt(path, error, fix) from error
-    yield image
+    with image_files.open_image(path) as image:
+      yield image
+  except image_files.UnreadableImageError as error:
+    raise _corrupt(path, error.__cause__, fix) from error.__cause__
 
 
 def _corrupt(path, error, fix) -> DatasetLayoutError:
   return DatasetLayoutError(
       f'{path} is corrupt, truncated or not an image ({error}). {fix}')
-
-
-@dataclasses.dataclass(frozen=True)
-class Pair:
-  """One example as found on disk.
-
-  `clean_side` says where the clean image is: 'file' (its own file, `clean`),
-  'left' or 'right' (a half of the side-by-side `rainy` file) or 'none'
-  (unpaired real rain).
-  """
-  name: str
-  rainy: pathlib.Path
-  clean: pathlib.Path | None
-  clean_side: str
-  density: str = ''
-
-
-def is_image(path: pathlib.Path) -> bool:
-  return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def list_images(folder: pathlib.Path) -> list[pathlib.Path]:
-  if not folder.is_dir():
-    return []
-  return sorted(p for p in folder.iterdir() if is_image(p))
 
 
 def find_child(folder: pathlib.Path, relative: str) -> pathlib.Path | None:
@@ -195,13 +168,13 @@ def _unmatched_error(layout: str, rainy_only: Sequence[pathlib.Path],
 def _match_by_key(layout: str, rainy: dict, clean: dict,
                   name_of: Callable[[object], str],
                   allowed_unused_clean: int = 0) -> list[Pair]:
-  rainy_only = [rainy[k] for k in sorted(rainy.keys() - clean.keys())]
-  clean_only = [clean[k] for k in sorted(clean.keys() - rainy.keys())]
+  matched, rainy_only, clean_only = image_files.match_keys(rainy, clean)
   if len(clean_only) == allowed_unused_clean and not rainy_only:
     clean_only = []
   if rainy_only or clean_only:
     raise _unmatched_error(layout, rainy_only, clean_only)
-  return [Pair(name_of(k), rainy[k], clean[k], 'file') for k in sorted(rainy)]
+  return [Pair(name_of(k), rainy_path, clean_path, 'file')
+          for k, rainy_path, clean_path in matched]
 
 
 def _numbered(folder: pathlib.Path, pattern: str) -> dict[int, pathlib.Path]:
@@ -346,7 +319,8 @@ def looks_like_list_file(path: pathlib.Path) -> bool:
   with path.open(errors='replace') as lines:
     first = next((line for line in lines if line.strip()), '').split()
   return len(first) == 2 and all(
-      pathlib.PurePath(p).suffix.lower() in IMAGE_SUFFIXES for p in first)
+      pathlib.PurePath(p).suffix.lower() in image_files.IMAGE_SUFFIXES
+      for p in first)
 
 
 def read_list_file(list_file: pathlib.Path) -> list[Pair]:

@@ -1,34 +1,25 @@
-"""Random access to prepared datasets, decoded to uint8 RGB with PIL."""
-import io
+"""Random access to prepared datasets, decoded to uint8 RGB (`images.files`)."""
 import os
-
-import numpy as np
-from PIL import Image
 
 from dcsfn_jax.data import tfds_builder
 from dcsfn_jax.data import catalog
+from dcsfn_jax.images import files as image_files
 
 
 class DatasetNotPreparedError(FileNotFoundError):
   """The dataset has not been written to data_dir yet."""
 
 
-def decode_rgb(encoded: bytes) -> np.ndarray:
-  """uint8 [H, W, 3] RGB from encoded image bytes (gray, palette, alpha -> RGB)."""
-  with Image.open(io.BytesIO(encoded)) as image:
-    return np.asarray(image.convert('RGB'))
-
-
 def decode_example(stored: dict) -> dict:
   """The stored record (see `tfds_builder`) as {'rainy', 'clean'?, 'name', ...}."""
-  rainy = decode_rgb(stored['rainy_encoded'])
+  rainy = image_files.decode_rgb(stored['rainy_encoded'])
   side = _text(stored['clean_side'])
   example = {'name': _text(stored['name']),
              'height': int(stored['height']),
              'width': int(stored['width'])}
   if side == 'file':
     example['rainy'] = rainy
-    example['clean'] = decode_rgb(stored['clean_encoded'])
+    example['clean'] = image_files.decode_rgb(stored['clean_encoded'])
   elif side in ('left', 'right'):
     half = rainy.shape[1] // 2
     left, right = rainy[:, :half], rainy[:, half:]

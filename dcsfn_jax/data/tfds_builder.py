@@ -32,7 +32,9 @@ from PIL import Image
 from dcsfn_jax.data import catalog
 from dcsfn_jax.data import layouts
 from dcsfn_jax.data import synthetic
-from dcsfn_jax.data.layouts import DatasetLayoutError, Pair, PrepareError
+from dcsfn_jax.data.layouts import DatasetLayoutError, PrepareError
+from dcsfn_jax.images import files as image_files
+from dcsfn_jax.images.files import Pair
 
 # scikit-image's photos, split so that no scene is in both sets (the two
 # motorcycle views show one scene, so both are train).
@@ -78,7 +80,7 @@ def _photo_split(options: SyntheticOptions) -> dict[str, list[pathlib.Path]]:
     folder = skimage_photo_dir()
     return {'train': [folder / n for n in TRAIN_PHOTOS],
             'test': [folder / n for n in TEST_PHOTOS]}
-  photos = layouts.list_images(pathlib.Path(options.photos_dir))
+  photos = image_files.list_images(options.photos_dir)
   if len(photos) < 2:
     raise DatasetLayoutError(
         f'synthetic_rain: {layouts.describe_folder(pathlib.Path(options.photos_dir))}; '

@@ -129,7 +129,7 @@ class Evaluator:
     return batch
 
   def run(self, params, examples, *, on_image=None, progress=False,
-          process_index=None, process_count=None):
+          progress_label='evaluate', process_index=None, process_count=None):
     """Derains (unless scoring saved outputs) and scores every example.
 
     Args:
@@ -139,7 +139,8 @@ class Evaluator:
         uint8 [H, W, 3] RGB, 'name', and without a model 'derained'.
       on_image: called with a `Scored` for each image, in order of
         completion (e.g. to write PNGs and panels).
-      progress: show a progress bar.
+      progress: show a progress bar of the images scored so far.
+      progress_label: the bar's label (the command's name).
       process_index, process_count: this process's share of `examples` is
         every process_count-th from process_index (default: jax's); the sums
         are combined across processes, the rows are this process's.
@@ -158,6 +159,8 @@ class Evaluator:
     share = sources.process_share(examples, process_index, process_count)
     placed = None if params is None else self.runner.place(params)
     rows, sums, pending = [], {}, {}
+    bar = tqdm.tqdm(total=len(share), desc=progress_label, unit='image',
+                    disable=not progress)
 
     def run_shape(shape, batch_examples):
       outputs = self.runner(placed, self._batch(shape, batch_examples))
@@ -172,9 +175,9 @@ class Evaluator:
         if on_image is not None:
           on_image(Scored(example['name'], example['rainy'], example['clean'],
                           outputs['derained'][i, :height, :width], values))
+      bar.update(len(batch_examples))
 
-    for index in tqdm.trange(len(share), desc='evaluate', unit='image',
-                             disable=not progress):
+    for index in range(len(share)):
       example = share[index]
       check_pair(example, index)
       shape = runner_lib.bucket_shape(*example['rainy'].shape[:2],
@@ -184,6 +187,7 @@ class Evaluator:
         run_shape(shape, pending.pop(shape))
     for shape, batch_examples in pending.items():
       run_shape(shape, batch_examples)
+    bar.close()
 
     # Every process reduces the same names, even one with no images.
     names = [f'{p}/{m}{rainy}' for p in self.protocols
@@ -257,12 +261,16 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
   if limit is not None and (isinstance(limit, bool) or limit < 1):
     raise ValueError(f'--limit={limit} must be a positive number of images '
                      '(leave it out to evaluate them all).')
+  image_folders = report.IMAGE_FOLDERS if panels else ('derained',)
   if output_dir:  # checked before the (slow) checkpoint load
     paths.check_output_folder(paths.expand(output_dir), overwrite)
+    report.check_replaceable(paths.expand(output_dir), overwrite,
+                             image_folders)
   workdir = paths.expand(workdir)
   checkpoint = checkpointing.resolve(workdir, prefer=prefer)
   weights, weights_note = checkpointing.choose_weights(checkpoint, weights)
   params, config = checkpointing.load_pretrained(checkpoint, weights=weights)
+  runner_lib.check_finite(params, checkpoint)
   dataset = dataset or config.get('dataset')
   split = split or config.get('eval_split') or 'test'
   data_dir = paths.expand(data_dir or config.get('data_dir')) or None
@@ -271,6 +279,7 @@ def evaluate_checkpoint(workdir, *, dataset=None, split=None, data_dir=None,
   output_dir = paths.expand(output_dir) or default_output_dir(
       workdir, checkpoint, dataset, split)
   paths.check_output_folder(output_dir, overwrite)
+  report.check_replaceable(output_dir, overwrite, image_folders)
   source = data.load_split(dataset, split, data_dir)
   examples = source if limit is None else sources.first(source, limit)
 

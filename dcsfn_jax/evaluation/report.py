@@ -10,6 +10,8 @@
 
 A summary with 'rainy_baseline': False (`score` without --rainy) has no
 *_rainy metrics; its tables and per_image.csv leave those columns out.
+--overwrite replaces only these files as this project wrote them
+(`check_replaceable`, by `paths.refusal_to_replace`).
 """
 import csv
 import functools
@@ -17,9 +19,23 @@ import json
 import os
 
 from dcsfn_jax import metrics
-from dcsfn_jax import images
+from dcsfn_jax import paths
+from dcsfn_jax.images import files as image_files
+from dcsfn_jax.images import panels as image_panels
 
 _PER_IMAGE = ('psnr', 'ssim', 'psnr_rainy', 'ssim_rainy')
+
+# What each report file this module writes starts with: how --overwrite
+# tells an earlier report from a user's file of the same name.
+REPORT_FILES = {'per_image.csv': 'name,height,width,shape',
+                'summary.json': '{\n  "num_images": ',
+                'results.md': '### '}
+IMAGE_FOLDERS = ('derained', 'panels')
+
+# Up to this many images, the per-image table shows them all; above it the
+# SHOWN_EXTREMES lowest and highest.
+ALL_ROWS_UP_TO = 20
+SHOWN_EXTREMES = 5
 
 PUBLISHED_RESULTS = os.path.join(os.path.dirname(os.path.dirname(__file__)),
                                  'assets', 'published_results.json')
@@ -124,6 +140,68 @@ def markdown_table(summary, title):
   return '\n'.join(lines) + '\n'
 
 
+def check_replaceable(output_dir, overwrite, image_folders=IMAGE_FOLDERS):
+  """Raises FileExistsError, before any work, when writing a report into
+  `output_dir` would replace a file this project did not write: a report
+  file of another origin, or anything in `image_folders` but marked PNGs."""
+  if not os.path.isdir(output_dir):
+    return
+  refusals = [paths.refusal_to_replace(os.path.join(output_dir, name),
+                                       overwrite, paths.starts_with(start))
+              for name, start in REPORT_FILES.items()]
+  for folder in image_folders:
+    folder = os.path.join(output_dir, folder)
+    if os.path.isdir(folder) and not os.path.islink(folder):
+      refusals += [paths.refusal_to_replace(entry.path, overwrite,
+                                            image_files.is_our_output)
+                   for entry in sorted(os.scandir(folder),
+                                       key=lambda entry: entry.name)]
+    else:  # a file or link where the folder goes is never ours
+      refusals.append(paths.refusal_to_replace(folder, overwrite,
+                                               lambda path: False))
+  refusals = [refusal for refusal in refusals if refusal]
+  if refusals:
+    more = len(refusals) - 1
+    raise FileExistsError(refusals[0] + (f' ({more} more file(s) like it.)'
+                                         if more else ''))
+
+
+def _per_image_line(row, protocols, baseline):
+  name = row['name'] if len(row['name']) <= 40 else row['name'][:37] + '...'
+  cells = [f"{row[p + '/psnr']:.2f} / {row[p + '/ssim']:.4f}"
+           for p in protocols]
+  if baseline:
+    cells.append(f"{row[protocols[0] + '/psnr_rainy']:.2f} / "
+                 f"{row[protocols[0] + '/ssim_rainy']:.4f}")
+  return f"| {name} | {' | '.join(cells)} |"
+
+
+def per_image_table(rows, summary, csv_path='per_image.csv'):
+  """Markdown lines: every image's PSNR / SSIM per protocol (and its rainy
+  input's under the first protocol), so a mean is never read alone. Up to
+  ALL_ROWS_UP_TO images all rows by name; beyond, the SHOWN_EXTREMES lowest
+  and highest by the first protocol's PSNR, and where the rest are."""
+  if not rows:
+    return []
+  protocols = list(summary['protocols'])
+  baseline = _has_baseline(summary)
+  header = ('| image | ' + ' | '.join(f'{p} PSNR / SSIM' for p in protocols)
+            + (f' | rainy input ({protocols[0]}) |' if baseline else ' |'))
+  rule = '| --- |' + ' ---: |' * (len(protocols) + baseline)
+  if len(rows) <= ALL_ROWS_UP_TO:
+    return (['', f'Per image ({len(rows)}):', '', header, rule]
+            + [_per_image_line(row, protocols, baseline) for row in rows])
+  ranked = sorted(rows, key=lambda row: row[protocols[0] + '/psnr'])
+  lowest, highest = ranked[:SHOWN_EXTREMES], ranked[-SHOWN_EXTREMES:]
+  return (['', f'Per image: the {SHOWN_EXTREMES} lowest and '
+           f'{SHOWN_EXTREMES} highest {protocols[0]} PSNR of {len(rows)} '
+           f'(all in {csv_path}):', '', header, rule]
+          + [_per_image_line(row, protocols, baseline) for row in lowest]
+          + [f'| ... {len(rows) - 2 * SHOWN_EXTREMES} more |'
+             + ' |' * (len(protocols) + baseline)]
+          + [_per_image_line(row, protocols, baseline) for row in highest])
+
+
 def write_report(output_dir, rows, summary, title):
   """Writes per_image.csv, summary.json and results.md into output_dir."""
   protocols = list(summary['protocols'])
@@ -145,6 +223,14 @@ def write_report(output_dir, rows, summary, title):
     file.write(markdown_table(summary, title))
 
 
+def read_rows(output_dir):
+  """The rows of output_dir/per_image.csv, metric values as floats."""
+  with open(os.path.join(output_dir, 'per_image.csv'), newline='') as file:
+    return [{key: value if key in ('name', 'shape') else float(value)
+             for key, value in row.items()}
+            for row in csv.DictReader(file)]
+
+
 class ImageWriter:
   """Writes each `evaluator.Scored` image: derained/NAME.png and, with
   panels, panels/NAME.png. Names are flattened and kept distinct."""
@@ -156,16 +242,16 @@ class ImageWriter:
 
   def __call__(self, scored):
     os.makedirs(self._derained, exist_ok=True)
-    name = images.output_name(scored.name)
+    name = image_files.output_name(scored.name)
     stem, count = name[:-len('.png')], 1
     while name.lower() in self._taken:
       count += 1
       name = f'{stem}_{count}.png'
     self._taken.add(name.lower())
     derained = metrics.to_uint8(scored.derained)
-    images.write_png(os.path.join(self._derained, name), derained)
+    image_files.write_png(os.path.join(self._derained, name), derained)
     if self._panels is not None:
       os.makedirs(self._panels, exist_ok=True)
-      images.write_png(os.path.join(self._panels, name),
-                       images.evaluation_panel(scored.rainy, derained,
-                                               scored.clean))
+      image_files.write_png(os.path.join(self._panels, name),
+                            image_panels.evaluation_panel(
+                                scored.rainy, derained, scored.clean))

@@ -9,10 +9,12 @@ blended together, so memory stays bounded.
 
 A user's files are never touched: the output folder may not be, lie inside or
 contain the input folder; no output is written over an input of the same
-run; and `overwrite` replaces only PNGs this project wrote.
+run; and `overwrite` replaces only PNGs this project wrote
+(`paths.refusal_to_replace`).
 """
 import csv
 import dataclasses
+import errno
 import os
 
 from absl import logging
@@ -22,7 +24,8 @@ import tqdm
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax import paths
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
+from dcsfn_jax.images import panels as image_panels
 from dcsfn_jax.inference import runner as runner_lib
 from dcsfn_jax.metrics import niqe
 
@@ -65,6 +68,7 @@ def load_model(workdir=None, torch_checkpoint=None, preset='official',
     if notes is not None:
       notes.append(note)
     params, config = checkpointing.load_pretrained(workdir, prefer, weights)
+    runner_lib.check_finite(params, workdir)
     return params, config.model
   # Imported here: only this path needs torch or safetensors.
   from dcsfn_jax.pytorch import convert  # pylint: disable=g-import-not-at-top
@@ -86,6 +90,7 @@ def load_model(workdir=None, torch_checkpoint=None, preset='official',
     params = convert.from_torch_state_dict(state_dict, model_config)
   except (ValueError, KeyError, TypeError) as error:
     raise ValueError(f'{torch_checkpoint} {fits}: {error}') from None
+  runner_lib.check_finite(params, torch_checkpoint)
   return params, model_config
 
 
@@ -157,9 +162,10 @@ def list_inputs(path):
 
 
 def _png_name(name):
-  """images.output_name, or 'photo.png' for a name with no usable stem."""
+  """image_files.output_name, or 'photo.png' for a name with no usable
+  stem."""
   try:
-    return images.output_name(name)
+    return image_files.output_name(name)
   except ValueError:
     return 'photo.png'
 
@@ -222,6 +228,7 @@ def check_output_location(input_path, output_dir):
   if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
     raise PermissionError(f'--output {output_dir} cannot be created: '
                           f'{existing} is not a writable folder.')
+  paths.check_writable(output_dir)
 
 
 def _identity(path):
@@ -239,15 +246,8 @@ def _refusal(target, inputs, overwrite):
   if _real(target) in inputs or _identity(target) in inputs:
     return (f'{target} is an input of this run; it is never written over. '
             'Choose another --output.')
-  if not os.path.lexists(target):
-    return ''
-  if not overwrite:
-    return f'{target} exists; pass --overwrite to replace it.'
-  if os.path.islink(target) or not images.is_our_output(target):
-    return (f'{target} exists and was not written by dcsfn_jax; --overwrite '
-            'replaces only earlier outputs. Move it or choose another '
-            '--output.')
-  return ''
+  return paths.refusal_to_replace(target, overwrite,
+                                  image_files.is_our_output)
 
 
 def _to_uint8(image, rows=256):
@@ -264,21 +264,29 @@ def _write_outputs(result, targets, photo, derained):
   target = targets[0]
   try:
     os.makedirs(os.path.dirname(target) or '.', exist_ok=True)
-    images.write_png(target, derained)
+    image_files.write_png(target, derained)
     if len(targets) > 1:
       target = targets[1]
       os.makedirs(os.path.dirname(target), exist_ok=True)
-      images.write_png(target, images.panel([photo, derained],
-                                            ['input', 'derained']))
+      image_files.write_png(target, image_panels.panel(
+          [photo, derained], ['input', 'derained']))
   except OSError as error:
-    result.error = (f'{result.path}: cannot write {target} '
-                    f'({error.strerror or error}); check --output.')
+    if error.errno == errno.ENAMETOOLONG:
+      result.error = (f'{result.path}: the output name derived from it, '
+                      f'{os.path.basename(target)}, is too long for the '
+                      'file system of --output; rename the input.')
+    else:
+      result.error = (f'{result.path}: cannot write {target} '
+                      f'({error.strerror or error}); check --output.')
 
 
 def derain_files(derainer, input_paths, output_dir, *, panels=False,
                  with_niqe=False, overwrite=False,
                  max_pixels=DEFAULT_MAX_PIXELS, progress=True):
   """Derains each file into output_dir; never raises for a bad file.
+
+  A photo above `max_pixels` (0: no limit) is refused from its header,
+  before it is decoded (`images.files.read_image`).
 
   Returns:
     list of Result, one per path, in order; a Result with `error` was not
@@ -302,16 +310,18 @@ def derain_files(derainer, input_paths, output_dir, *, panels=False,
       result.error = refusals[0]
       continue
     try:
-      pixels, (width, height) = images.pixel_count(path)
-      if max_pixels and pixels > max_pixels:
-        raise images.UnreadableImageError(
-            f'{path}: {width}x{height} is {pixels / 1e6:.1f} megapixels, '
-            f'above --max_pixels={max_pixels}; raise --max_pixels (with '
-            '--tile to bound memory) to derain it.')
-      photo = images.read_image(path)
-    except images.UnreadableImageError as error:
+      photo = image_files.read_image(path, max_pixels=max_pixels)
+    except image_files.TooManyPixelsError as error:
+      width, height = error.size
+      result.error = (f'{path}: {width}x{height} is {error.megapixels:.1f} '
+                      f'megapixels, above --max_pixels={max_pixels}; raise '
+                      '--max_pixels (with --tile to bound memory) to derain '
+                      'it.')
+      continue
+    except image_files.UnreadableImageError as error:
       result.error = str(error)
       continue
+    height, width = photo.shape[:2]
     if min(height, width) < derainer.granule:
       result.note = (f'{path}: {width}x{height} is below the network\'s '
                      f'{derainer.granule} px minimum; it was padded by '
@@ -328,16 +338,11 @@ def derain_files(derainer, input_paths, output_dir, *, panels=False,
 
 def check_niqe_csv(output_dir, overwrite):
   """Raises FileExistsError when niqe.csv may not be written."""
-  path = os.path.join(output_dir, NIQE_CSV)
-  if not os.path.exists(path):
-    return
-  with open(path, newline='') as file:
-    ours = next(csv.reader(file), None) == _NIQE_HEADER
-  if not overwrite:
-    raise FileExistsError(f'{path} exists; pass --overwrite to replace it.')
-  if not ours:
-    raise FileExistsError(f'{path} exists and was not written by dcsfn_jax; '
-                          'move it or choose another --output.')
+  refusal = paths.refusal_to_replace(
+      os.path.join(output_dir, NIQE_CSV), overwrite,
+      paths.starts_with(','.join(_NIQE_HEADER)))
+  if refusal:
+    raise FileExistsError(refusal)
 
 
 def write_niqe_csv(output_dir, results):
@@ -372,10 +377,13 @@ def failures(results):
           'the summary above says why and what to do for each.')
 
 
-def summarise(results, with_niqe):
-  """Human-readable summary lines."""
+def summarise(results, with_niqe, output_dir):
+  """Human-readable summary lines: what was derained, where it went, NIQE,
+  and what was skipped and why."""
   done = [r for r in results if not r.error]
   lines = [f'Derained {len(done)} of {len(results)} file(s).']
+  if done:
+    lines.append(f'  outputs in {output_dir}')
   lines.extend(f'  note: {r.note}' for r in done if r.note)
   if with_niqe:
     scored = [r for r in done if r.niqe_input is not None]

@@ -9,11 +9,14 @@ floors, nearest resizes and the cross-scale GRUs all see the padding. Bucket
 sides are multiples of the model's minimum size.
 
 Very large photos are cut into overlapping tiles whose outputs are blended
-with weights that ramp linearly across each overlap.
+with weights that ramp linearly across each overlap. Weights are checked to
+be finite before they run (`check_finite`): one inf or NaN would turn every
+output black.
 """
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dcsfn_jax import models
@@ -174,6 +177,25 @@ def _on_device(leaf, device):
   """The copy of a replicated jax.Array that lives on `device` (no transfer)."""
   return next(shard.data for shard in leaf.addressable_shards
               if shard.device == device)
+
+
+def check_finite(params, source):
+  """Raises ValueError naming the first parameter of `params` (a nested dict
+  of arrays) that holds inf or NaN values; `source` names where the weights
+  came from (a checkpoint folder or weights file)."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+      continue
+    values = np.asarray(leaf, np.float32)
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+      name = '/'.join(str(getattr(key, 'key', getattr(key, 'idx', key)))
+                      for key in path)
+      raise ValueError(
+          f'{source}: parameter {name} holds inf/NaN values ({bad} of '
+          f'{values.size}); these weights would derain every photo to '
+          'garbage. Use an earlier checkpoint (--prefer, or a step folder) '
+          'or a good copy of the weights file.')
 
 
 def _is_lone_image(batch):

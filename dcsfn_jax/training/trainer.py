@@ -27,7 +27,7 @@ from dcsfn_jax import parallel
 from dcsfn_jax import paths
 from dcsfn_jax.data import pipeline
 from dcsfn_jax.evaluation import evaluator as evaluator_lib
-from dcsfn_jax import images
+from dcsfn_jax.images import panels as image_panels
 from dcsfn_jax.training import config as config_lib
 from dcsfn_jax.training import inputs
 from dcsfn_jax.training import memory
@@ -212,7 +212,7 @@ def _collect_panels(count):
 
   def on_image(scored):
     if len(panels) < count:
-      panels.append((scored.name, images.evaluation_panel(
+      panels.append((scored.name, image_panels.evaluation_panel(
           scored.rainy, metrics.to_uint8(scored.derained), scored.clean)))
 
   return on_image, panels

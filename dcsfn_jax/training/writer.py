@@ -15,7 +15,7 @@ import jax
 from PIL import Image
 import tensorboardX
 
-from dcsfn_jax import images
+from dcsfn_jax.images import files as image_files
 
 
 class MetricWriter:
@@ -56,7 +56,7 @@ class MetricWriter:
     folder = self._workdir / 'panels'
     folder.mkdir(parents=True, exist_ok=True)
     for index, (name, panel) in enumerate(panels):
-      stem = images.output_name(name)[:-len('.png')]
+      stem = image_files.output_name(name)[:-len('.png')]
       with (folder / f'step{step:07d}_{stem}.png').open('wb') as file:
         Image.fromarray(panel).save(file, format='PNG')
       self._writer.add_image(f'eval/panel_{index}', panel, step,
