@@ -1,11 +1,13 @@
 """`train_and_evaluate`: DCSFN with the released recipe, from one CPU to many
 hosts.
 
-The run resumes by itself from the newest intact checkpoint in the workdir.
-Otherwise it starts from `config.init_from` (any checkpoint, params only),
-else from a fresh initialisation. The workdir receives checkpoints/,
-tensorboard/, metrics.jsonl and panels/ (rainy | derained | clean | error at
-each eval). It may be a URL such as gs://bucket/run.
+The story, top to bottom: take the workdir (`workdir`, one run at a time),
+load and check the data, build the model, decide where the run starts
+(`resume`: the workdir's newest intact checkpoint, else `config.init_from`,
+else a fresh initialisation), then loop: step, log, evaluate, save, and stop
+on a signal (`stopping`). The workdir receives checkpoints/, tensorboard/,
+metrics.jsonl, panels/ (rainy | derained | clean | error at each eval) and
+curves.png (`report`). It may be a URL such as gs://bucket/run.
 
 One jitted step over a 1-D mesh of every device of every process: the state
 is replicated, the batch split along 'data', the old state donated.
