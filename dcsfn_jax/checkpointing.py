@@ -382,15 +382,15 @@ def load_pretrained(path, prefer='latest', weights='raw'):
   """
   if weights not in WEIGHTS:
     raise ValueError(f'weights={weights!r} must be one of {WEIGHTS}.')
+  directory = resolve(path, prefer)
   try:
-    return _load(resolve(path, prefer), weights)
-  except (KeyError, OSError, ValueError):
-    # A run writing the workdir may have removed the step just resolved
-    # (its keep policy); the newest finished one is read again, once.
-    directory = resolve(path, prefer)
-    if not as_path(directory).is_dir():
-      raise
     return _load(directory, weights)
+  except Exception:  # pylint: disable=broad-except
+    # A run writing the workdir may have removed the step just resolved
+    # (its keep policy): then the newest finished step is read, once.
+    if _is_checkpoint(as_path(directory)):
+      raise
+    return _load(resolve(path, prefer), weights)
 
 
 def _load(directory, weights):

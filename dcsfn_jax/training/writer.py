@@ -130,6 +130,19 @@ class _HideOrbaxChatter(std_logging.Filter):
             and 'did not provide metrics' not in record.getMessage())
 
 
+def _drop_closed_loop_reports(unraisable, default=sys.unraisablehook):
+  """After a failed write, tensorstore still completes the other writes of
+  that save into orbax's event loop, closed by then; each reports a
+  RuntimeError that nothing can catch. The failure itself reaches the caller
+  as `checkpointing.SaveError`."""
+  if (isinstance(unraisable.exc_value, RuntimeError)
+      and str(unraisable.exc_value) == 'Event loop is closed'):
+    return
+  default(unraisable)
+
+
 def quiet_orbax_logs():
-  """Installs the filter on absl's handler (call once, in a command's main)."""
+  """Installs the filter on absl's handler, and drops orbax's reports from
+  writer threads after a failed save (call once, in a command's main)."""
   logging.get_absl_handler().addFilter(_HideOrbaxChatter())
+  sys.unraisablehook = _drop_closed_loop_reports
