@@ -140,6 +140,7 @@ def _check_finite(step_metrics, step, manager):
   loss or parameter."""
   if np.isfinite(step_metrics['loss']) and step_metrics['params_finite']:
     return
+  checkpointing.wait(manager)  # the save in flight is the last good one
   last = checkpointing.newest_finished_step(manager)
   kept = (f'The last good checkpoint (step {last}) is kept in '
           f'{manager.directory}.' if last is not None else
