@@ -73,13 +73,11 @@ def _is_dead(holder):
   if holder.get('host') != socket.gethostname():
     return False
   try:
-    os.kill(int(holder['pid']), 0)
+    os.kill(int(holder['pid']), 0)  # signal 0: only asks whether it exists
   except ProcessLookupError:
     return True
-  except (KeyError, TypeError, ValueError):
-    return False
-  except PermissionError:  # alive, under another user
-    return False
+  except (KeyError, TypeError, ValueError, PermissionError):
+    pass  # no readable pid, or a live process of another user
   return False
 
 
