@@ -9,13 +9,19 @@ Layouts (every directory below is one orbax composite checkpoint):
                               `save_pretrained` (e.g. imported PyTorch weights).
 
 A step that was being written when the process died stays in a temporary
-directory that orbax never lists, so the previous step is used.
+directory that orbax never lists, so the previous step is used. Readers take
+the newest *finished* step (finalized by orbax, with its 'params' and
+'config' items), and retry once when a run that is writing the workdir
+removes that step under them. A save that fails (a full disk, a path too
+long) is raised as one `SaveError`, naming the step and the steps kept.
 
 Every directory may be local or a URL (gs://bucket/run): paths go through
 etils.epath, and only local ones are made absolute (orbax needs that).
 """
+import errno
 import json
 import os
+import weakref
 
 from etils import epath
 import jax
@@ -36,6 +42,13 @@ WEIGHTS = ('raw', 'ema')
 _TRAIN_STATE = 'train_state'
 _DATA_ITERATOR = 'data_iterator'
 _CONFIG = 'config'
+
+# The step each manager is writing in the background, for `SaveError`.
+_PENDING_STEP = weakref.WeakKeyDictionary()
+
+
+class SaveError(Exception):
+  """A checkpoint could not be written; the message is one line for users."""
 
 
 def as_path(path):
@@ -141,6 +154,9 @@ def save(manager, step, *, params, train_state, data_state, config,
 
   Returns:
     Whether a checkpoint was started.
+
+  Raises:
+    SaveError: this save, or the one still in flight before it, failed.
   """
   items = {
       _PARAMS: ocp.args.StandardSave(params),
@@ -150,7 +166,84 @@ def save(manager, step, *, params, train_state, data_state, config,
   }
   if ema_params is not None:
     items[_EMA_PARAMS] = ocp.args.StandardSave(ema_params)
-  return manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+  wait(manager)
+  _PENDING_STEP[manager] = step
+  try:
+    return manager.save(step, args=ocp.args.Composite(**items),
+                        metrics=metrics)
+  except Exception as error:  # pylint: disable=broad-except
+    raise _save_error(manager, step, error) from None
+
+
+def wait(manager):
+  """Blocks until the save in flight is written; SaveError if it failed."""
+  try:
+    manager.wait_until_finished()
+  except Exception as error:  # pylint: disable=broad-except
+    raise _save_error(manager, _PENDING_STEP.get(manager), error) from None
+  finally:
+    _PENDING_STEP.pop(manager, None)
+
+
+def close(manager):
+  """Closes the manager after `wait` (its errors are already reported, or
+  an earlier error is on its way up)."""
+  try:
+    manager.close()
+  except Exception:  # pylint: disable=broad-except
+    pass
+
+
+def _is_disk_full(error):
+  """Whether `error` or one it chains from says the disk is full."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if (getattr(error, 'errno', None) in (errno.ENOSPC, errno.EDQUOT)
+        or 'No space left on device' in str(error)
+        or "os_error_code='28'" in str(error)):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _save_error(manager, step, error):
+  """The one-line SaveError for a failed save of `step`."""
+  kept = newest_finished_step(manager)
+  kept = (f'steps up to {kept} are kept' if kept is not None else
+          'no earlier step was saved')
+  if _is_disk_full(error):
+    return SaveError(f'disk full writing checkpoint {step} in '
+                     f'{manager.directory}; {kept}.')
+  reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+  return SaveError(f'could not write checkpoint {step} in '
+                   f'{manager.directory} ({type(error).__name__}: '
+                   f'{reason[:300]}); {kept}.')
+
+
+def finished_steps(steps_dir):
+  """Steps in `steps_dir` that orbax finalized and that hold 'params' and
+  'config', oldest first."""
+  steps_dir = epath.Path(steps_dir)
+  try:
+    children = list(steps_dir.iterdir())
+  except OSError:
+    return []
+  steps = []
+  for child in children:
+    try:
+      if (child.name.isdigit() and ocp.step.is_path_finalized(child)
+          and _is_checkpoint(child)):
+        steps.append(int(child.name))
+    except OSError:  # removed while listed
+      continue
+  return sorted(steps)
+
+
+def newest_finished_step(manager):
+  """The newest step of `manager` on disk and finished, or None."""
+  steps = finished_steps(manager.directory)
+  return steps[-1] if steps else None
 
 
 def restore(manager, step, *, abstract_params, abstract_train_state,
@@ -232,12 +325,15 @@ def resolve(path, prefer='latest'):
   steps_dir = path
   if (path / CHECKPOINTS_SUBDIR).is_dir():
     steps_dir = path / CHECKPOINTS_SUBDIR
-  manager = ocp.CheckpointManager(steps_dir,
-                                  options=_options(read_only=True))
-  step = manager.best_step() if prefer == 'best' else manager.latest_step()
-  if prefer == 'best' and step is None:
-    step = manager.latest_step()  # no eval has run yet
-  manager.close()
+  finished = finished_steps(steps_dir)
+  step = finished[-1] if finished else None
+  if prefer == 'best' and finished:
+    manager = ocp.CheckpointManager(steps_dir,
+                                    options=_options(read_only=True))
+    best = manager.best_step()
+    manager.close()
+    if best in finished:
+      step = best  # else no eval has run yet, or the best is being removed
   if step is None:
     found = sorted(child.name for child in path.iterdir())[:10]
     raise FileNotFoundError(
@@ -286,7 +382,20 @@ def load_pretrained(path, prefer='latest', weights='raw'):
   """
   if weights not in WEIGHTS:
     raise ValueError(f'weights={weights!r} must be one of {WEIGHTS}.')
-  directory = as_path(resolve(path, prefer))
+  directory = resolve(path, prefer)
+  try:
+    return _load(directory, weights)
+  except Exception:  # pylint: disable=broad-except
+    # A run writing the workdir may have removed the step just resolved
+    # (its keep policy): then the newest finished step is read, once.
+    if _is_checkpoint(as_path(directory)):
+      raise
+    return _load(resolve(path, prefer), weights)
+
+
+def _load(directory, weights):
+  """(host params, completed config) of the checkpoint at `directory`."""
+  directory = as_path(directory)
   item = (_EMA_PARAMS if weights == 'ema' and (directory / _EMA_PARAMS).is_dir()
           else _PARAMS)
   with ocp.StandardCheckpointer() as reader:

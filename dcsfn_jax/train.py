@@ -7,19 +7,27 @@ r"""Trains DCSFN with the released recipe, from one CPU to many hosts.
 Every field of the config can be overridden with --config.FIELD=VALUE; the
 fields, their defaults and meanings are in dcsfn_jax/training/config.py
 (`base_config`). The run resumes by itself from the newest checkpoint in
---workdir (see `dcsfn_jax.training.trainer`).
+--workdir (see `dcsfn_jax.training.trainer`), and holds --workdir alone
+(WORKDIR/train.lock). SIGTERM or Ctrl-C saves the current step and exits
+128 + the signal; the same command resumes. At the end it prints its figures
+and where its files are.
 """
+import os
 import sys
 
 from absl import app
 from absl import flags
-from absl import logging
+import jax
 from ml_collections import config_flags
 
+from dcsfn_jax import checkpointing
 from dcsfn_jax import cli
 from dcsfn_jax import data
 from dcsfn_jax import parallel
+from dcsfn_jax import paths
 from dcsfn_jax.training import config as config_lib
+from dcsfn_jax.training import report
+from dcsfn_jax.training import stopping
 from dcsfn_jax.training import trainer
 from dcsfn_jax.training import writer
 
@@ -70,7 +78,17 @@ def main(argv):
   except (config_lib.ConfigError, data.DatasetNotPreparedError,
           data.PrepareError, FloatingPointError) as error:
     sys.exit(f'error: {error}')
-  logging.info('Done: %s', result)
+  except checkpointing.SaveError as error:
+    # orbax's writer threads may still wait on the failed save: leave
+    # without joining them.
+    print(f'error: {error}', file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access
+  except stopping.Interrupted as interrupted:
+    print(interrupted, file=sys.stderr, flush=True)
+    sys.exit(interrupted.exit_code)
+  if jax.process_index() == 0:
+    workdir = checkpointing.as_path(paths.expand(flags.FLAGS.workdir))
+    print('\n'.join(report.closing_table(workdir, result)), flush=True)
 
 
 if __name__ == '__main__':

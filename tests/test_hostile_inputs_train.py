@@ -16,6 +16,7 @@ from dcsfn_jax import checkpointing
 from dcsfn_jax import models
 from dcsfn_jax import parallel
 from dcsfn_jax.training import config as train_config
+from dcsfn_jax.training import resume
 from dcsfn_jax.training import state as state_lib
 from dcsfn_jax.training import trainer
 import cli_checks
@@ -236,10 +237,9 @@ def test_init_from_starts_from_the_checkpoint_s_parameters(trained_workdir,
   optimizer = optax.adam(1e-3)
   abstract = state_lib.abstract_train_state(model, optimizer,
                                             config.patch_size, ema=True)
-  init_params = trainer._init_params_from(  # pylint: disable=protected-access
-      config, abstract['params'])
+  init_params = resume.init_params_from(config, abstract['params'])
   manager = checkpointing.make_manager(tmp_path)
-  state, data_state = trainer.restore_or_init(
+  state, data_state = resume.restore_or_init(
       config, tmp_path, manager, model, optimizer,
       parallel.make_mesh(), abstract, init_params)
   manager.close()

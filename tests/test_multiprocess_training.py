@@ -13,6 +13,7 @@ step 4 straight.
 """
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -24,45 +25,22 @@ import pytest
 from dcsfn_jax import checkpointing
 from dcsfn_jax import data
 
-_CONFIG = '''
-from dcsfn_jax.training import config as train_config
-
-
-def get_config():
-  config = train_config.base_config()
-  # The smallest network (one encoder/decoder pair) compiles in a fraction
-  # of the full one's time; what is under test is the multi-process run.
-  config.model.channels = 4
-  config.model.num_blocks = 1
-  config.model.num_scales = 1
-  config.model.convs_per_scale = 1
-  config.model.single = True
-  config.dataset = 'synthetic_rain'
-  config.data_dir = {data_dir!r}
-  config.batch_size = 8
-  config.patch_size = 32
-  config.augment = 'crop'
-  config.total_steps = 4
-  config.lr_decay_factor = 1.0
-  config.log_every_steps = 1
-  config.eval_every_steps = 1000
-  config.eval_max_images = 1
-  config.num_panels = 1
-  config.checkpoint_every_steps = 2
-  return config
-'''
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+# configs/demo.py:smoke (the smallest network: what is under test is the
+# multi-process run), with a constant learning rate (see above), a line per
+# step, and a batch of 8 = 2 per device.
+_CONFIG = [f'--config={_REPO / "configs" / "demo.py"}:smoke',
+           '--config.lr_decay_factor=1.0', '--config.log_every_steps=1',
+           '--config.batch_size=8']
 
 # Generous: the first run compiles; a stuck coordinator must not hang CI.
 _TIMEOUT_S = 300
 
 
 @pytest.fixture
-def config_file(tmp_path):
-  data.prepare_synthetic(tmp_path / 'tfds', max_size=64, num_train=16,
-                         num_test=2)
-  path = tmp_path / 'tiny_config.py'
-  path.write_text(_CONFIG.format(data_dir=str(tmp_path / 'tfds')))
-  return path
+def data_dir(tmp_path):
+  return data.prepare_synthetic(tmp_path / 'tfds', max_size=64, num_train=16,
+                                num_test=2)
 
 
 def _free_port():
@@ -84,13 +62,13 @@ def _environment(devices, compilation_cache, **variables):
   return env
 
 
-def _train(config_file, workdir, *, processes, devices_per_process,
+def _train(data_dir, workdir, *, processes, devices_per_process,
            total_steps):
   """Runs the trainer CLI as `processes` processes; fails if any fails."""
-  command = [sys.executable, '-m', 'dcsfn_jax.train',
-             f'--config={config_file}', f'--workdir={workdir}',
+  command = [sys.executable, '-m', 'dcsfn_jax.train', *_CONFIG,
+             f'--config.data_dir={data_dir}', f'--workdir={workdir}',
              f'--config.total_steps={total_steps}']
-  cache = config_file.parent / 'compilation_cache'
+  cache = workdir.parent / 'compilation_cache'
   if processes == 1:
     envs = [_environment(devices_per_process, cache)]
   else:
@@ -141,13 +119,13 @@ def _logged_steps(workdir):
 
 @pytest.mark.slow
 def test_two_processes_train_checkpoint_and_resume_like_one_with_four_devices(
-    config_file, tmp_path):
+    data_dir, tmp_path):
   single = tmp_path / 'one_process_four_devices'
   multi = tmp_path / 'two_processes_two_devices_each'
 
-  _train(config_file, single, processes=1, devices_per_process=4,
+  _train(data_dir, single, processes=1, devices_per_process=4,
          total_steps=4)
-  _train(config_file, multi, processes=2, devices_per_process=2,
+  _train(data_dir, multi, processes=2, devices_per_process=2,
          total_steps=2)
 
   steps = sorted(int(p.name) for p in (multi / 'checkpoints').iterdir()
@@ -159,7 +137,7 @@ def test_two_processes_train_checkpoint_and_resume_like_one_with_four_devices(
       f'after 2 steps, 2 processes x 2 devices differ from 1 process x 4 '
       f'devices by {difference}')
 
-  _train(config_file, multi, processes=2, devices_per_process=2,
+  _train(data_dir, multi, processes=2, devices_per_process=2,
          total_steps=4)
 
   difference = _max_difference(_params(multi / 'checkpoints/4'),

@@ -72,8 +72,9 @@ def abstract_train_state(model, optimizer, patch_size, *, ema=False):
 
 
 def _concatenated(tree):
-  """Every leaf of `tree` raveled into one vector: reductions over it compile
-  as one kernel rather than one per leaf (~4 s less for the official preset)."""
+  """Every leaf of `tree` raveled into one vector: a reduction over it
+  compiles as one kernel rather than one per leaf, which shortens the
+  compilation of the larger presets."""
   return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
 
 
@@ -140,10 +141,10 @@ def train_step(state, batch, *, model, optimizer, schedule, config, mesh):
 
   Data parallel by construction: each device of `mesh` runs the forward and
   backward pass on its own B / devices examples (a shard_map), and the loss
-  and gradients are averaged once, with one all-reduce. Left to GSPMD, the
-  whole-batch graph had its weight-gradient convs (which contract over the
-  batch) partitioned with ~740 collective-permutes and 7 all-reduces per
-  step inside the block scan (benchmarks/RESULTS.md, 2026-12-01).
+  and gradients are averaged once, with one all-reduce. GSPMD, given the
+  whole-batch graph, partitions the weight-gradient convs (which contract
+  over the batch) with hundreds of collective-permutes inside the block scan
+  instead.
   """
   local = functools.partial(_local_loss_and_grads, model=model, config=config)
   (loss, parts), grads = jax.shard_map(

@@ -1,38 +1,41 @@
 """`train_and_evaluate`: DCSFN with the released recipe, from one CPU to many
 hosts.
 
-The run resumes by itself from the newest intact checkpoint in the workdir.
-Otherwise it starts from `config.init_from` (any checkpoint, params only),
-else from a fresh initialisation. The workdir receives checkpoints/,
-tensorboard/, metrics.jsonl and panels/ (rainy | derained | clean | error at
-each eval). It may be a URL such as gs://bucket/run.
+The story, top to bottom: take the workdir (`workdir`, one run at a time),
+load and check the data, build the model, decide where the run starts
+(`resume`: the workdir's newest intact checkpoint, else `config.init_from`,
+else a fresh initialisation), then loop: step, log, evaluate, save, and stop
+on a signal (`stopping`). The workdir receives checkpoints/, tensorboard/,
+metrics.jsonl, panels/ (rainy | derained | clean | error at each eval) and
+curves.png (`report`). It may be a URL such as gs://bucket/run.
 
 One jitted step over a 1-D mesh of every device of every process: the state
 is replicated, the batch split along 'data', the old state donated.
 """
-import os
-import socket
+import dataclasses
 import time
 
 from absl import logging
 import jax
 import numpy as np
 import optax
-import tqdm
 
 from dcsfn_jax import checkpointing
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax import parallel
-from dcsfn_jax import paths
 from dcsfn_jax.data import pipeline
 from dcsfn_jax.evaluation import evaluator as evaluator_lib
 from dcsfn_jax.images import panels as image_panels
 from dcsfn_jax.training import config as config_lib
 from dcsfn_jax.training import inputs
 from dcsfn_jax.training import memory
+from dcsfn_jax.training import report
+from dcsfn_jax.training import resume
 from dcsfn_jax.training import schedules
 from dcsfn_jax.training import state as state_lib
+from dcsfn_jax.training import stopping as stopping_lib
+from dcsfn_jax.training import workdir as workdir_lib
 from dcsfn_jax.training import writer as writer_lib
 
 # The protocol of the periodic eval (and of the best-checkpoint ranking).
@@ -55,154 +58,6 @@ def _schedule(config, num_pairs):
     milestones = schedules.milestones_at_fractions(total)
   return total, schedules.multistep_lr(config.learning_rate, milestones,
                                        config.lr_decay_factor)
-
-
-def _split_state(state):
-  """(params, ema_params or None, the rest): a state as checkpoint items."""
-  rest = {k: v for k, v in state.items()
-          if k not in ('params', 'ema_params')}
-  return state['params'], state.get('ema_params'), rest
-
-
-def _abstract(tree, sharding):
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      tree)
-
-
-def _check_same_model(config, saved, workdir, step):
-  """ConfigError naming the model fields that differ from the checkpoint's,
-  or a moving average the checkpoint lacks (or holds and the run drops)."""
-  if (saved.get('ema_decay', 0.0) > 0) != (config.ema_decay > 0):
-    raise config_lib.ConfigError(
-        f'{workdir} step {step} was trained with ema_decay='
-        f'{saved.get("ema_decay", 0.0)}, the run asks for '
-        f'{config.ema_decay}: a moving average cannot be added or dropped '
-        f'mid-run. Resume with --config.ema_decay='
-        f'{saved.get("ema_decay", 0.0)}, or start a new --workdir with '
-        f'--config.init_from={workdir}.')
-  differing = sorted(field for field in config.model.keys()
-                     if field not in models.IMPLEMENTATION_FIELDS
-                     and saved.model.get(field) != config.model[field])
-  if not differing:
-    return
-  flags_back = ' '.join(f'--config.model.{field}={saved.model[field]}'
-                        for field in differing)
-  changes = ', '.join(f'{field}: checkpoint {saved.model[field]!r}, now '
-                      f'{config.model[field]!r}' for field in differing)
-  raise config_lib.ConfigError(
-      f'{workdir} holds a run of another model at step {step} ({changes}). '
-      f'Resume it with {flags_back}, or start a new --workdir with '
-      f'--config.init_from={workdir} (params only, same model).')
-
-
-def _check_same_layout(manager, step, abstract_rest, workdir):
-  """ConfigError when the step is intact but holds another version's train
-  state (not damage: nothing to set aside)."""
-  try:
-    saved = checkpointing.train_state_fields(manager, step)
-  except Exception:  # pylint: disable=broad-except  # damaged metadata
-    return
-  if saved != set(abstract_rest):
-    raise config_lib.ConfigError(
-        f'{workdir} step {step} holds a train state with fields '
-        f'{sorted(saved)}, written by another version of dcsfn_jax (this one '
-        f'keeps {sorted(abstract_rest)}); it cannot be resumed. Start a new '
-        f'--workdir with --config.init_from={workdir} (its parameters).')
-
-
-def _restore_newest_intact(config, workdir, manager, abstract_state, mesh):
-  """(state in checkpoint layout, data_state, step) from the newest step that
-  restores; broken newer steps are set aside as STEP.corrupt with a warning.
-  None when the workdir holds no checkpoint."""
-  replicated = parallel.replicated(mesh)
-  abstract_params, abstract_ema, abstract_rest = _split_state(abstract_state)
-  broken = []
-  for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      saved = checkpointing.read_config(manager, step)
-    except Exception as error:  # pylint: disable=broad-except
-      broken.append((step, error))
-      continue
-    _check_same_model(config, saved, workdir, step)
-    try:
-      restored = checkpointing.restore(
-          manager, step,
-          abstract_params=_abstract(abstract_params, replicated),
-          abstract_train_state=_abstract(abstract_rest, replicated),
-          abstract_ema_params=(None if abstract_ema is None
-                               else _abstract(abstract_ema, replicated)))
-    except Exception as error:  # pylint: disable=broad-except
-      _check_same_layout(manager, step, abstract_rest, workdir)
-      broken.append((step, error))
-      continue
-    for bad_step, error in broken:
-      aside = checkpointing.set_aside(manager, bad_step)
-      logging.warning('Checkpoint step %d in %s is damaged (%s: %s); moved '
-                      'it to %s and resumed from step %d.', bad_step,
-                      manager.directory, type(error).__name__,
-                      str(error).splitlines()[0][:200], aside, step)
-    state = {'params': restored['params'], **restored['train_state']}
-    if restored['ema_params'] is not None:
-      state['ema_params'] = restored['ema_params']
-    return state, restored['data_state'], step
-  if broken:
-    raise config_lib.ConfigError(
-        f'No checkpoint in {manager.directory} can be read (steps '
-        f'{[s for s, _ in broken]} are damaged: {broken[0][1]!s:.200}); '
-        'remove that folder to start afresh, or choose another --workdir.')
-  return None
-
-
-def _init_params_from(config, abstract_params):
-  """Host params of `config.init_from`, checked against the run's model."""
-  source = paths.expand(config.init_from)
-  try:
-    params, source_config = checkpointing.load_pretrained(source)
-  except FileNotFoundError as error:
-    raise config_lib.ConfigError(f'init_from={config.init_from}: {error}') \
-        from None
-  if source_config.model.channel_order != config.model.channel_order:
-    raise config_lib.ConfigError(
-        f'init_from={config.init_from} holds a model with channel_order='
-        f'{source_config.model.channel_order!r}; set '
-        f'--config.model.channel_order={source_config.model.channel_order}.')
-  expected = jax.tree.map(lambda x: (x.shape, x.dtype), abstract_params)
-  got = jax.tree.map(lambda x: (x.shape, x.dtype), params)
-  if expected != got:
-    raise config_lib.ConfigError(
-        f'init_from={config.init_from} does not fit config.model: its '
-        f'model config is {source_config.model.to_dict()}, the run\'s is '
-        f'{config.model.to_dict()}.')
-  logging.info('Initialising params from %s.', source)
-  return jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-
-
-def restore_or_init(config, workdir, manager, model, optimizer, mesh,
-                    abstract_state, init_params=None):
-  """Resume order: workdir checkpoint, then `init_params` (read from
-  config.init_from by `_init_params_from`), then a fresh init.
-
-  `abstract_state` is `state_lib.abstract_train_state` of the run. Returns
-  (state in `models.runtime_layout`, replicated over `mesh`; data_state or
-  None).
-  """
-  ema = config.ema_decay > 0
-  resumed = _restore_newest_intact(config, workdir, manager, abstract_state,
-                                   mesh)
-  if resumed is not None:
-    state, data_state, step = resumed
-    logging.info('Resuming from %s step %d.', workdir, step)
-    state = state_lib.checkpoint_layout(state)
-    return (parallel.replicate(models.runtime_layout(state, model.config),
-                               mesh), data_state)
-  state = state_lib.create_train_state(model, optimizer, config.patch_size,
-                                       jax.random.key(config.seed), ema=ema)
-  if init_params is not None:
-    state['params'] = models.runtime_layout(init_params, model.config)
-    if ema:
-      state['ema_params'] = models.runtime_layout(init_params, model.config)
-  return parallel.replicate(state, mesh), None
 
 
 def _collect_panels(count):
@@ -240,34 +95,126 @@ def _eval_line(step, means):
           f'{means["images"]} images')
 
 
-def _prepare_workdir(workdir):
-  """The workdir as an epath.Path, created; ConfigError when it cannot be.
-  Returns (path, whether this call created it)."""
-  path = checkpointing.as_path(paths.expand(workdir))
-  if path.exists() and not path.is_dir():
-    raise config_lib.ConfigError(f'--workdir {workdir} is a file; choose a '
-                                 'folder for the run.')
-  created = not path.exists()
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    # One probe per process: the processes of a run share the workdir.
-    probe = path / f'.write_test.{socket.gethostname()}.{os.getpid()}'
-    probe.write_text('')
-    probe.unlink()
-  except OSError as error:
-    raise config_lib.ConfigError(
-        f'--workdir {workdir} is not writable ({error.strerror or error}); '
-        'choose another folder.') from None
-  return path, created
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What the loop reads and writes besides the state."""
+  config: object
+  total_steps: int
+  mesh: object
+  manager: object
+  train_iter: object
+  eval_source: object
+  step_fn: object
+  evaluator: object
+  writer: object
+  progress: object
 
 
-def _remove_if_unused(path):
-  """Removes a workdir this run created but never wrote into."""
-  try:
-    if path.is_dir() and not any(path.iterdir()):
-      path.rmdir()
-  except OSError:
-    pass
+class _Window:
+  """The step metrics since the last log line, and how long they took."""
+
+  def __init__(self):
+    self.restart()
+
+  def restart(self):
+    """Forgets the steps so far; the clock starts now (eval time is not
+    train time)."""
+    self.metrics = []
+    self.start = time.perf_counter()
+
+  def summary(self, batch_size):
+    """{'train/NAME': float} means over the window, with its throughput."""
+    elapsed = time.perf_counter() - self.start
+    summary = {f'train/{name}': float(np.mean([m[name] for m in self.metrics]))
+               for name in ('loss', 'ssim', 'l1', 'grad_norm', 'param_norm')}
+    summary['train/learning_rate'] = float(
+        self.metrics[-1]['learning_rate'])
+    summary['train/steps_per_second'] = len(self.metrics) / elapsed
+    summary['train/images_per_second'] = (
+        len(self.metrics) * batch_size / elapsed)
+    return summary
+
+
+def _check_finite(step_metrics, step, manager):
+  """FloatingPointError, naming the last good checkpoint, on a non-finite
+  loss or parameter."""
+  if np.isfinite(step_metrics['loss']) and step_metrics['params_finite']:
+    return
+  checkpointing.wait(manager)  # the save in flight is the last good one
+  last = checkpointing.newest_finished_step(manager)
+  kept = (f'The last good checkpoint (step {last}) is kept in '
+          f'{manager.directory}.' if last is not None else
+          'No checkpoint had been written yet.')
+  raise FloatingPointError(
+      f'Non-finite training loss ({step_metrics["loss"]}) or parameters at '
+      f'step {step}; stopped. {kept} Lower --config.learning_rate or check '
+      'the data.')
+
+
+def _evaluate(run, state, step):
+  """Scores the raw (and moving-average) params on the eval split, writes
+  the figures and panels; returns the figures."""
+  run.progress.write(f'step {step}: evaluating on {len(run.eval_source)} '
+                     'images...')
+  on_image, panels = _collect_panels(run.config.num_panels)
+  eval_metrics = _eval_means(run.evaluator, state['params'], run.eval_source,
+                             on_image)
+  if 'ema_params' in state:
+    ema_means = _eval_means(run.evaluator, state['ema_params'],
+                            run.eval_source)
+    eval_metrics.update(ema_psnr=ema_means['psnr'], ema_ssim=ema_means['ssim'])
+  run.writer.scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
+  run.writer.panels(step, panels)
+  run.progress.write(_eval_line(step, eval_metrics))
+  return eval_metrics
+
+
+def _save(run, state, step, eval_metrics=None):
+  """Starts an asynchronous save of `step`; eval figures rank it."""
+  params, ema_params, rest = resume.split_state(
+      state_lib.checkpoint_layout(state))
+  checkpointing.save(
+      run.manager, step, params=params, train_state=rest,
+      ema_params=ema_params, data_state=run.train_iter.get_state(),
+      config=run.config,
+      metrics={'psnr': eval_metrics['psnr']} if eval_metrics else None)
+
+
+def _loop(run, state, start_step, stop):
+  """Trains from `start_step` to run.total_steps; returns the last eval's
+  figures. Raises `stopping.Interrupted` after saving, on a stop signal."""
+  config, total_steps = run.config, run.total_steps
+  window, eval_metrics = _Window(), {}
+  for step in range(start_step + 1, total_steps + 1):
+    # One optimiser update.
+    batch = parallel.shard_batch(next(run.train_iter), run.mesh)
+    state, step_metrics = run.step_fn(state, batch)
+    step_metrics = jax.device_get(step_metrics)
+    _check_finite(step_metrics, step, run.manager)
+    window.metrics.append(step_metrics)
+    run.progress.update(step, step_metrics)
+
+    # Log the window's means.
+    if is_due(step, config.log_every_steps, total_steps):
+      summary = window.summary(config.batch_size)
+      run.writer.scalars(step, summary)
+      run.progress.log(step, summary)
+      window.restart()
+
+    # Evaluate, then save: eval steps carry the PSNR that ranks the best.
+    is_eval = is_due(step, config.eval_every_steps, total_steps)
+    if is_eval:
+      eval_metrics = _evaluate(run, state, step)
+      window.restart()
+    stopping = stop.requested() and step < total_steps
+    if is_eval or step % config.checkpoint_every_steps == 0 or stopping:
+      _save(run, state, step, eval_metrics if is_eval else None)
+
+    # Stop when asked, once the step is saved.
+    if stopping:
+      checkpointing.wait(run.manager)
+      raise stopping_lib.Interrupted(step, stop.signum)
+  return eval_metrics
 
 
 def train_and_evaluate(config, workdir):
@@ -276,19 +223,22 @@ def train_and_evaluate(config, workdir):
   Returns:
     The last eval's means under the official protocol, {'psnr', 'ssim',
     'input_psnr', 'input_ssim', 'images', 'step'}, plus 'ema_psnr' and
-    'ema_ssim' with config.ema_decay > 0.
+    'ema_ssim' with config.ema_decay > 0. A run already at total_steps
+    trains nothing and returns the figures metrics.jsonl holds.
   """
   config_lib.validate(config)
-  workdir, created = _prepare_workdir(workdir)
+  workdir, created = workdir_lib.prepare(workdir)
   try:
-    return _train(config, workdir)
+    with workdir_lib.locked(workdir), stopping_lib.StopRequest() as stop:
+      return _train(config, workdir, stop)
   except BaseException:
     if created:
-      _remove_if_unused(workdir)
+      workdir_lib.remove_if_unused(workdir)
     raise
 
 
-def _train(config, workdir):
+def _train(config, workdir, stop):
+  # Data, model and optimiser; errors come before any compilation.
   train_source, eval_source = inputs.load_sources(config)
   inputs.check_against_data(config, train_source, eval_source)
   total_steps, schedule = _schedule(config, len(train_source))
@@ -302,97 +252,66 @@ def _train(config, workdir):
       model, optimizer, config.patch_size, ema=config.ema_decay > 0)
   init_params = None
   if config.init_from:
-    init_params = _init_params_from(config, abstract_state['params'])
+    init_params = resume.init_params_from(config, abstract_state['params'])
+
+  # Where the run starts: the workdir's checkpoint, init_from, or afresh.
   manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
   try:
-    state, data_state = restore_or_init(config, workdir, manager, model,
-                                        optimizer, mesh, abstract_state,
-                                        init_params)
+    state, data_state = resume.restore_or_init(
+        config, workdir, manager, model, optimizer, mesh, abstract_state,
+        init_params)
   except BaseException:
     manager.close()
     raise
   start_step = int(state['step'])
+  if start_step >= total_steps:
+    manager.close()
+    return _already_done(workdir, start_step, total_steps)
 
+  # The input pipeline, the jitted step and what reports on them.
   train_iter = pipeline.train_iterator(
       train_source, global_batch_size=config.batch_size,
       patch_size=config.patch_size, augment=config.augment, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
   if data_state is not None:
     train_iter.set_state(data_state)
-
-  step_fn = state_lib.make_train_step(model, optimizer, schedule, config,
-                                      mesh)
-  evaluator = evaluator_lib.Evaluator(config.model,
-                                      protocols=(EVAL_PROTOCOL,))
-  writer = writer_lib.MetricWriter(workdir, start_step)
   logging.info('Training %s on %s/%s (%d pairs) for %d steps, batch %d over '
                '%d devices, from step %d.', config.dataset, config.dataset,
                config.train_split, len(train_source), total_steps,
                config.batch_size, jax.device_count(), start_step)
-  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
-                       desc='train', disable=jax.process_index() != 0,
-                       dynamic_ncols=True)
-  window = []
-  window_start = time.perf_counter()
-  eval_metrics = {}
+  run = _Run(
+      config=config, total_steps=total_steps, mesh=mesh, manager=manager,
+      train_iter=train_iter, eval_source=eval_source,
+      step_fn=state_lib.make_train_step(model, optimizer, schedule, config,
+                                        mesh),
+      evaluator=evaluator_lib.Evaluator(config.model,
+                                        protocols=(EVAL_PROTOCOL,)),
+      writer=writer_lib.MetricWriter(workdir, start_step),
+      progress=writer_lib.Progress(total_steps, start_step))
+
+  # Train; whatever happens, the pending save finishes or is reported.
   try:
-    for step in range(start_step + 1, total_steps + 1):
-      batch = parallel.shard_batch(next(train_iter), mesh)
-      state, step_metrics = step_fn(state, batch)
-      step_metrics = jax.device_get(step_metrics)
-      if not (np.isfinite(step_metrics['loss'])
-              and step_metrics['params_finite']):
-        last = manager.latest_step()
-        kept = (f'The last good checkpoint (step {last}) is kept in '
-                f'{manager.directory}.' if last is not None else
-                'No checkpoint had been written yet.')
-        raise FloatingPointError(
-            f'Non-finite training loss ({step_metrics["loss"]}) or parameters '
-            f'at step {step}; stopped. {kept} Lower --config.learning_rate '
-            'or check the data.')
-      window.append(step_metrics)
-      progress.update(1)
-      progress.set_postfix(loss=f'{step_metrics["loss"]:.4f}',
-                           lr=f'{step_metrics["learning_rate"]:.1e}')
-
-      if is_due(step, config.log_every_steps, total_steps):
-        elapsed = time.perf_counter() - window_start
-        summary = {f'train/{name}': float(np.mean([m[name] for m in window]))
-                   for name in ('loss', 'ssim', 'l1', 'grad_norm',
-                                'param_norm')}
-        summary['train/learning_rate'] = float(
-            step_metrics['learning_rate'])
-        summary['train/steps_per_second'] = len(window) / elapsed
-        summary['train/images_per_second'] = (
-            len(window) * config.batch_size / elapsed)
-        writer.scalars(step, summary)
-        window = []
-        window_start = time.perf_counter()
-
-      is_eval = is_due(step, config.eval_every_steps, total_steps)
-      if is_eval:
-        on_image, panels = _collect_panels(config.num_panels)
-        eval_metrics = _eval_means(evaluator, state['params'], eval_source,
-                                   on_image)
-        if 'ema_params' in state:
-          ema_means = _eval_means(evaluator, state['ema_params'], eval_source)
-          eval_metrics.update(ema_psnr=ema_means['psnr'],
-                              ema_ssim=ema_means['ssim'])
-        writer.scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
-        writer.panels(step, panels)
-        progress.write(_eval_line(step, eval_metrics))
-        window_start = time.perf_counter()  # eval time is not train time
-      if is_eval or step % config.checkpoint_every_steps == 0:
-        params, ema_params, rest = _split_state(
-            state_lib.checkpoint_layout(state))
-        checkpointing.save(
-            manager, step, params=params, train_state=rest,
-            ema_params=ema_params, data_state=train_iter.get_state(),
-            config=config,
-            metrics={'psnr': eval_metrics['psnr']} if is_eval else None)
+    eval_metrics = _loop(run, state, start_step, stop)
+    checkpointing.wait(manager)
   finally:
-    progress.close()
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
+    run.progress.close()
+    checkpointing.close(manager)
+    run.writer.close()
+  if jax.process_index() == 0:
+    report.write_curves(workdir)
   return {**eval_metrics, 'step': total_steps}
+
+
+def _already_done(workdir, start_step, total_steps):
+  """A finished run's figures from metrics.jsonl; ConfigError for a workdir
+  beyond total_steps (nothing would train)."""
+  if start_step > total_steps:
+    raise config_lib.ConfigError(
+        f'{workdir} is already at step {start_step}, beyond total_steps='
+        f'{total_steps}; nothing was trained. Raise --config.total_steps to '
+        'train on, or choose another --workdir.')
+  logging.info('%s is already at total_steps=%d; nothing to train.', workdir,
+               total_steps)
+  if jax.process_index() == 0:
+    report.write_curves(workdir)
+  return {**report.last_eval(workdir), 'step': total_steps}

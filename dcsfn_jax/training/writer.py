@@ -1,4 +1,5 @@
-"""What a run writes for people: metrics.jsonl, TensorBoard and eval panels.
+"""What a run writes for people: metrics.jsonl, TensorBoard, eval panels and
+its progress on the console.
 
 Only process 0 writes. The workdir may be an epath.Path to an object store
 (gs://), where files cannot be appended to: metrics.jsonl is kept in memory
@@ -9,11 +10,13 @@ steps its checkpoint holds and drops those of the steps it is about to redo.
 import json
 import logging as std_logging
 import os
+import sys
 
 from absl import logging
 import jax
 from PIL import Image
 import tensorboardX
+import tqdm
 
 from dcsfn_jax.images import files as image_files
 
@@ -68,18 +71,78 @@ class MetricWriter:
       self._writer.close()
 
 
+class Progress:
+  """The run's progress on process 0: a bar on a terminal; elsewhere (a log
+  file, a pipe) one plain line per logged window, since a bar redrawn at
+  every step fills a file with escape codes."""
+
+  def __init__(self, total_steps, start_step):
+    self._active = jax.process_index() == 0
+    self._total_steps = total_steps
+    self._bar = None
+    if self._active and sys.stderr.isatty():
+      self._bar = tqdm.tqdm(total=total_steps, initial=start_step,
+                            unit='step', desc='train', dynamic_ncols=True)
+
+  def update(self, step, step_metrics):
+    """Advances the bar to `step` (of `total_steps`)."""
+    del step
+    if self._bar is not None:
+      self._bar.update(1)
+      self._bar.set_postfix(loss=f'{step_metrics["loss"]:.4f}',
+                            lr=f'{step_metrics["learning_rate"]:.1e}')
+
+  def log(self, step, summary):
+    """One line of a window's means (`MetricWriter.scalars`' values) where
+    no bar shows them."""
+    if self._active and self._bar is None:
+      print(f'step {step}/{self._total_steps}: loss '
+            f'{summary["train/loss"]:.4f}, lr '
+            f'{summary["train/learning_rate"]:.1e}, '
+            f'{summary["train/steps_per_second"]:.2f} steps/s',
+            file=sys.stderr, flush=True)
+
+  def write(self, line):
+    """Prints `line` to stdout (above the bar, if one shows)."""
+    if not self._active:
+      return
+    if self._bar is not None:
+      self._bar.write(line)
+    else:
+      print(line, flush=True)
+
+  def close(self):
+    if self._bar is not None:
+      self._bar.close()
+
+
 class _HideOrbaxChatter(std_logging.Filter):
-  """Drops orbax's INFO lines (about 30 per save) and its warning that a
-  save without eval metrics cannot be ranked, which is how every periodic
-  save between evals is meant to be."""
+  """Drops orbax's INFO lines (about 30 per save), its warning that a save
+  without eval metrics cannot be ranked (how every periodic save between
+  evals is meant to be), and its error reports with tracebacks from the
+  writer threads: a failed save reaches the caller as one
+  `checkpointing.SaveError`."""
 
   def filter(self, record):
     if f'{os.sep}orbax{os.sep}' not in record.pathname:
       return True
-    return (record.levelno >= std_logging.WARNING
+    return (record.levelno == std_logging.WARNING
             and 'did not provide metrics' not in record.getMessage())
 
 
+def _drop_closed_loop_reports(unraisable, default=sys.unraisablehook):
+  """After a failed write, tensorstore still completes the other writes of
+  that save into orbax's event loop, closed by then; each reports a
+  RuntimeError that nothing can catch. The failure itself reaches the caller
+  as `checkpointing.SaveError`."""
+  if (isinstance(unraisable.exc_value, RuntimeError)
+      and str(unraisable.exc_value) == 'Event loop is closed'):
+    return
+  default(unraisable)
+
+
 def quiet_orbax_logs():
-  """Installs the filter on absl's handler (call once, in a command's main)."""
+  """Installs the filter on absl's handler, and drops orbax's reports from
+  writer threads after a failed save (call once, in a command's main)."""
   logging.get_absl_handler().addFilter(_HideOrbaxChatter())
+  sys.unraisablehook = _drop_closed_loop_reports
