@@ -5,6 +5,9 @@ are read as BGR and the commands say so, and bad or malicious files are one
 import hashlib
 import os
 import pickle
+import resource
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -196,3 +199,111 @@ def test_export_to_an_existing_folder_is_refused(rgb_model, tmp_path):
       f'error: --output {folder} is a folder; name a file in it, e.g. '
       f'{folder / "dcsfn.pth"}.')
   assert not os.listdir(folder)
+
+
+def _run_within(tmp_path, limit_bytes, module, *args):
+  """cli_checks.run with the address space capped at `limit_bytes`: a
+  regression that builds millions of names fails fast instead of filling
+  the machine's memory."""
+  def cap():
+    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+  environment = dict(os.environ, HOME=os.fspath(tmp_path / 'home'),
+                     TFDS_DATA_DIR=os.fspath(tmp_path / 'tfds'))
+  return subprocess.run([sys.executable, '-m', module, *args],
+                        capture_output=True, text=True, timeout=300,
+                        check=False, env=environment, preexec_fn=cap)
+
+
+def _bomb(tmp_path, suffix, **fields):
+  """A file of one small tensor whose recorded config asks for `fields`."""
+  config = models.preset('official')
+  config.update(fields)
+  weight = np.zeros((20, 3, 3, 3), np.float32)
+  path = tmp_path / f'bomb{suffix}'
+  if suffix == '.safetensors':
+    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+    save_file({'convert.0.weight': weight}, os.fspath(path),
+              metadata={'dcsfn_model_config': config.to_json()})
+  else:
+    torch.save({'net': {'convert.0.weight': torch.from_numpy(weight)},
+                'model_config': config.to_json(), 'channel_order': 'rgb'},
+               path)
+  assert path.stat().st_size < 40_000
+  return path
+
+
+@pytest.mark.parametrize('suffix, fields, message', [
+    ('.safetensors', {'num_blocks': 10**6},
+     'its recorded model config field num_blocks=1000000 must be an integer '
+     'from 1 to 256.'),
+    ('.pth', {'convs_per_scale': 10**9},
+     'its recorded model config field convs_per_scale=1000000000 must be an '
+     'integer from 1 to 64.'),
+    ('.pth', {'num_blocks': 200},  # within bounds: the count refuses it
+     'it holds 1 tensors, but its model config (channels=20, '
+     'num_blocks=200, num_scales=4, convs_per_scale=4, conv_groups=1) needs '
+     '50486.'),
+])
+@pytest.mark.parametrize('command', ['import_torch', 'derain'])
+def test_a_small_file_asking_for_a_huge_model_is_refused_at_once(
+    photos, tmp_path, suffix, fields, message, command):
+  path = _bomb(tmp_path, suffix, **fields)
+  if command == 'import_torch':
+    args = (f'--checkpoint={path}', f'--output={tmp_path / "imported"}')
+  else:
+    args = (f'--torch-checkpoint={path}', f'--input={photos}',
+            f'--output={tmp_path / "out"}')
+  result = _run_within(tmp_path, 3 * 2**30, f'dcsfn_jax.{command}', *args)
+  assert result.returncode == 1, result.stderr[-3000:]
+  line = cli_checks.error_line(result)
+  assert line.startswith(f'error: {path}') and message in line, line
+  assert not (tmp_path / 'imported').exists()
+  assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+@pytest.mark.parametrize('command', ['import_torch', 'derain'])
+def test_weights_holding_inf_or_nan_are_refused_naming_the_tensor(
+    photos, tmp_path, suffix, command):
+  torch.manual_seed(0)
+  state_dict = {key: value.numpy().copy() for key, value in
+                build_torch_model(_tiny_released_config()).state_dict().items()}
+  state_dict['merge.0.bias'][1] = np.inf if suffix == '.pth' else np.nan
+  path = tmp_path / f'weights{suffix}'
+  if suffix == '.pth':
+    torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, path)
+  else:
+    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+    save_file(state_dict, os.fspath(path))
+  if command == 'import_torch':
+    result = cli_checks.run(
+        tmp_path, 'dcsfn_jax.import_torch', f'--checkpoint={path}',
+        f'--output={tmp_path / "imported"}', '--model_override=channels=4',
+        '--model_override=num_blocks=2', '--model_override=convs_per_scale=2')
+  else:
+    result = cli_checks.run(
+        tmp_path, 'dcsfn_jax.derain', f'--torch-checkpoint={path}',
+        f'--input={photos}', f'--output={tmp_path / "out"}')
+  assert result.returncode == 1
+  assert cli_checks.error_line(result) == (
+      f"error: {path}: tensor 'merge.0.bias' holds inf or NaN values; these "
+      'weights would turn every photo to garbage. Use a checkpoint from '
+      'before the training diverged.')
+  assert not (tmp_path / 'imported').exists()
+  assert not (tmp_path / 'out').exists()
+
+
+def test_deeply_nested_recorded_config_is_one_line(tmp_path):
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'nested.safetensors'
+  save_file({'convert.0.weight': np.zeros((2, 2), np.float32)},
+            os.fspath(path),
+            metadata={'dcsfn_model_config': '[' * 100_000 + ']' * 100_000})
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.import_torch',
+                          f'--checkpoint={path}',
+                          f'--output={tmp_path / "imported"}')
+  assert result.returncode == 1
+  assert cli_checks.error_line(result) == (
+      f'error: {path}: its recorded model config is not valid JSON (nested '
+      'too deeply); re-export the checkpoint, or strip the metadata and pass '
+      '--preset.')

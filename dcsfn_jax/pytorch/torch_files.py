@@ -45,20 +45,45 @@ _PTH_CHANNEL_ORDER = 'channel_order'
 
 
 def _recorded_config(text, path):
-  """The model config recorded in an export as JSON text, or None."""
+  """The model config recorded in an export as JSON text, or None; a
+  ValueError naming `path` if it is not a JSON object of flat fields whose
+  structural ones lie within `convert.STRUCTURE_LIMITS`."""
   if not text:
     return None
+  if not isinstance(text, str):
+    raise ValueError(f'{path}: its recorded model config is '
+                     f'{type(text).__name__}, not JSON text.')
   try:
     recorded = json.loads(text)
-  except json.JSONDecodeError as error:
+  except (json.JSONDecodeError, RecursionError) as error:
+    reason = ('nested too deeply' if isinstance(error, RecursionError)
+              else error)
     raise ValueError(
-        f'{path}: its recorded model config is not valid JSON ({error}); '
+        f'{path}: its recorded model config is not valid JSON ({reason}); '
         're-export the checkpoint, or strip the metadata and pass --preset.'
     ) from None
   if not isinstance(recorded, dict):
     raise ValueError(f'{path}: its recorded model config is '
                      f'{type(recorded).__name__}, not a JSON object.')
+  nested = sorted(key for key, value in recorded.items()
+                  if isinstance(value, (dict, list)))
+  if nested:
+    raise ValueError(f'{path}: its recorded model config has nested values '
+                     f'in {nested}; every field is a number, string or bool.')
+  try:
+    convert.check_structure(recorded)
+  except ValueError as error:
+    raise ValueError(f'{path}: its recorded {error} Re-export the '
+                     'checkpoint.') from None
   return ml_collections.ConfigDict(recorded)
+
+
+def _refuse_non_finite(state_dict, path):
+  name = convert.first_non_finite(state_dict)
+  if name is not None:
+    raise ValueError(f'{path}: tensor {name!r} holds inf or NaN values; '
+                     'these weights would turn every photo to garbage. Use '
+                     'a checkpoint from before the training diverged.')
 
 
 def _read_safetensors(path):
@@ -125,14 +150,19 @@ def read_torch_weights(path: str) -> tuple:
 
   The model config (with its channel order) is the one an export recorded;
   None for the authors' released files and plain state_dicts. Raises
-  FileNotFoundError, or ValueError naming the file and what is wrong with it.
+  FileNotFoundError, or ValueError naming the file and what is wrong with it:
+  unreadable, a recorded config out of `convert.STRUCTURE_LIMITS` or not
+  flat JSON, or a tensor holding inf or NaN (named).
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'No checkpoint file at {path}.')
   if path.endswith('.safetensors'):
-    return _read_safetensors(path)
-  return _read_pth(path)
+    state_dict, model_config = _read_safetensors(path)
+  else:
+    state_dict, model_config = _read_pth(path)
+  _refuse_non_finite(state_dict, path)
+  return state_dict, model_config
 
 
 def released_model_config(preset='official'):
@@ -181,7 +211,9 @@ def import_torch_checkpoint(checkpoint: str, output: str,
   """Converts `checkpoint` into a save_pretrained directory at `output`.
 
   Returns a summary dict (tensors read, params written, model config, and
-  where its channel order came from).
+  where its channel order came from). Raises ValueError naming the file for
+  a bad file (see `read_torch_weights`) or weights that do not fit the model
+  config, counted before any key name is built.
   """
   if os.path.exists(output):
     raise FileExistsError(f'{output} exists; choose a new --output directory.')
@@ -189,9 +221,11 @@ def import_torch_checkpoint(checkpoint: str, output: str,
   if recorded_config is None:
     model_config = released_model_config(preset)
     order_source = released_assumption(preset)
+    fits = f'the model config (preset {preset!r}, overrides {list(overrides)})'
   else:
     model_config = recorded_config
     order_source = 'recorded in the file by dcsfn_jax.export'
+    fits = f'the model config it records (overrides {list(overrides)})'
   logging.info('%s: channel_order=%r (%s).', checkpoint,
                model_config.channel_order, order_source)
   apply_overrides(model_config, overrides)
@@ -199,9 +233,8 @@ def import_torch_checkpoint(checkpoint: str, output: str,
   try:
     params = convert.from_torch_state_dict(state_dict, model_config)
   except ValueError as error:
-    raise ValueError(
-        f'{checkpoint} does not match the model config (preset {preset!r}, '
-        f'overrides {list(overrides)}): {error}') from error
+    raise ValueError(f'{checkpoint} does not match {fits}: {error}'
+                     ) from error
   config = ml_collections.ConfigDict()
   config.model = model_config
   config.imported_from = os.path.abspath(checkpoint)
