@@ -2,10 +2,12 @@
 `import_torch` and `derain --torch-checkpoint`, the authors' released files
 are read as BGR and the commands say so, and bad or malicious files are one
 `error:` line naming the file."""
+import contextlib
 import hashlib
 import os
 import pickle
 import resource
+import signal
 import subprocess
 import sys
 
@@ -307,3 +309,116 @@ def test_deeply_nested_recorded_config_is_one_line(tmp_path):
       f'error: {path}: its recorded model config is not valid JSON (nested '
       'too deeply); re-export the checkpoint, or strip the metadata and pass '
       '--preset.')
+
+
+@contextlib.contextmanager
+def _tmpfs(folder, size_bytes, read_only=False):
+  """A tmpfs of `size_bytes` mounted at `folder` (root only); yields False
+  where it cannot be mounted."""
+  folder.mkdir()
+  options = f'size={size_bytes}' + (',ro' if read_only else '')
+  mounted = os.geteuid() == 0 and subprocess.run(
+      ['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', os.fspath(folder)],
+      capture_output=True, check=False).returncode == 0
+  try:
+    yield mounted
+  finally:
+    if mounted:
+      subprocess.run(['umount', os.fspath(folder)], check=True)
+
+
+def _export_on_a_full_disk(tmp_path, workdir, output, *flags):
+  """`export` where writing fails as on a full disk: `output`'s folder is a
+  full tmpfs when one can be mounted, else the file size is capped at 0."""
+  def no_writes():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+  mounted = output.parent.stat().st_dev != tmp_path.stat().st_dev
+  environment = dict(os.environ, HOME=os.fspath(tmp_path / 'home'))
+  return subprocess.run(
+      [sys.executable, '-m', 'dcsfn_jax.export', f'--workdir={workdir}',
+       f'--output={output}', *flags], capture_output=True, text=True,
+      timeout=300, check=False, env=environment,
+      preexec_fn=None if mounted else no_writes)
+
+
+def _fill(folder):
+  """Fills the file system holding `folder` to its last byte."""
+  with open(folder / 'filler', 'wb', buffering=0) as file:
+    try:
+      while True:
+        file.write(b'\0' * 4096)
+    except OSError:
+      pass
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_export_on_a_full_disk_keeps_the_previous_file(rgb_model, tmp_path,
+                                                        suffix):
+  disk = tmp_path / 'disk'
+  with _tmpfs(disk, 4 * 2**20) as mounted:
+    output = disk / f'dcsfn{suffix}'
+    result = cli_checks.run(tmp_path, 'dcsfn_jax.export',
+                            f'--workdir={rgb_model}', f'--output={output}')
+    assert result.returncode == 0, result.stderr
+    before = _md5(output)
+    if mounted:
+      _fill(disk)
+    result = _export_on_a_full_disk(tmp_path, rgb_model, output,
+                                    '--overwrite', '--weights=raw')
+    assert result.returncode == 1
+    line = cli_checks.error_line(result)
+    assert line.startswith(f'error: --output {output}: writing it failed (')
+    assert line.endswith('); the previous file is unchanged.'), line
+    assert _md5(output) == before
+    assert sorted(os.listdir(disk)) == sorted(
+        [output.name] + (['filler'] if mounted else []))
+
+    fresh = disk / f'fresh{suffix}'
+    result = _export_on_a_full_disk(tmp_path, rgb_model, fresh)
+    assert result.returncode == 1
+    assert cli_checks.error_line(result).endswith('; nothing was written.')
+    assert not fresh.exists()
+    assert sorted(os.listdir(disk)) == sorted(
+        [output.name] + (['filler'] if mounted else []))
+
+
+def test_export_into_a_read_only_folder_is_one_line(rgb_model, tmp_path):
+  folder = tmp_path / 'read_only'
+  with _tmpfs(folder, 2**20, read_only=True) as mounted:
+    if not mounted:
+      if os.geteuid() == 0:
+        pytest.skip('root writes through permissions; no tmpfs to mount')
+      folder.chmod(0o555)
+    output = folder / 'dcsfn.pth'
+    result = cli_checks.run(tmp_path, 'dcsfn_jax.export',
+                            f'--workdir={rgb_model}', f'--output={output}')
+    assert result.returncode == 1
+    line = cli_checks.error_line(result)
+    assert line.startswith(f'error: --output {output}: cannot write in '
+                           f'{folder} ('), line
+    assert line.endswith('); nothing was written.'), line
+    assert not output.exists()
+
+
+_WITHOUT_TORCH = '''
+import runpy, sys
+sys.modules['torch'] = sys.modules['safetensors'] = None  # not installed
+sys.argv[0] = 'export'
+runpy.run_module('dcsfn_jax.export', run_name='__main__')
+'''
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_export_without_the_torch_extra_names_it(rgb_model, tmp_path,
+                                                 suffix):
+  output = tmp_path / f'dcsfn{suffix}'
+  result = subprocess.run(
+      [sys.executable, '-c', _WITHOUT_TORCH, f'--workdir={rgb_model}',
+       f'--output={output}'], capture_output=True, text=True, timeout=300,
+      check=False, env=dict(os.environ, HOME=os.fspath(tmp_path / 'home')))
+  assert result.returncode == 1
+  assert cli_checks.error_line(result) == (
+      f'error: writing {suffix} needs the torch extra (torch and '
+      "safetensors): pip install -e '.[torch]'")
+  assert not output.exists()
