@@ -94,6 +94,7 @@ def _print_summary(builder) -> None:
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
+  cli.warnings_and_errors_logging()
   if f.instructions:
     print(catalog.SPECS[f.dataset].instructions)
     return

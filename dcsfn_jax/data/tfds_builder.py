@@ -233,6 +233,13 @@ class Derain(tfds.core.GeneratorBasedBuilder):
       source = self.manual_dir
     return None if source is None else os.path.abspath(os.fspath(source))
 
+  def _log_download_bytes(self):
+    """Silent: tfds would print "Downloading and preparing dataset", but this
+    builder downloads nothing (prepare prints its own summary)."""
+
+  def _log_download_done(self):
+    """Silent, as `_log_download_bytes`."""
+
   def _download_and_prepare(self, dl_manager, download_config=None):
     super()._download_and_prepare(dl_manager=dl_manager,
                                   download_config=download_config)
