@@ -38,10 +38,10 @@ def _one_line(error):
 
 
 # Log messages that say nothing to the user: jax trying the TPU backend of a
-# CPU or GPU install, and tfds noting that the version folder a build is
-# about to write has no dataset_info.json yet.
-# ml_collections' warning about a get_config() returning None is dropped
-# for the `error:` line that `flags_parser` prints instead.
+# CPU or GPU install; tfds noting that the version folder a build is about to
+# write has no dataset_info.json yet; ml_collections' warning about a
+# get_config() returning None, which `flags_parser` turns into an `error:`
+# line.
 _NOISE = ("Unable to initialize backend 'tpu'",
           'has no dataset_info.json',
           'get_config() returned None')
@@ -72,8 +72,9 @@ _PLATFORM_BUILDS = {'cuda': (('cuda',), 'cuda12'),
 def _installed_jax_plugins():
   """Names of the installed jax plugins: entry points of group jax_plugins,
   modules of the jax_plugins namespace package, and libtpu."""
-  names = {entry.value for entry in
-           importlib.metadata.entry_points(group='jax_plugins')}
+  names = set()
+  for entry in importlib.metadata.entry_points(group='jax_plugins'):
+    names |= {entry.name, entry.value}  # e.g. xla_cuda12 = jax_cuda12_plugin
   if importlib.util.find_spec('jax_plugins') is not None:
     import jax_plugins  # pylint: disable=g-import-not-at-top
     names |= {module.name for module in pkgutil.iter_modules(
