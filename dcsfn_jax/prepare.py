@@ -26,11 +26,8 @@ Ends with a summary: pairs (images, for real_rain) per split, size range, and
 where the data went and came from. A failure is one `error:` line on stderr
 naming the file or flag and the fix (sometimes followed by details), exit 1.
 """
-import sys
-
 from absl import app
 from absl import flags
-import tensorflow_datasets as tfds
 
 from dcsfn_jax import cli
 from dcsfn_jax import paths
@@ -98,8 +95,6 @@ def main(argv):
   if f.instructions:
     print(catalog.SPECS[f.dataset].instructions)
     return
-  if not sys.stderr.isatty():  # no carriage-return bars in logs
-    tfds.disable_progress_bar()
   try:
     options = tfds_builder.SyntheticOptions(
         max_size=f.max_size, num_train=f.num_train, num_test=f.num_test,

@@ -3,7 +3,10 @@ that is not a config, a JAX_PLATFORMS whose jax build is missing, a
 --batch_size below 1 and bad --config values are one `error:` line; the
 libraries' noise (jax probing for a TPU, tfds listing the folder it is about
 to write, "Downloading and preparing") stays out of the output."""
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -138,3 +141,16 @@ def test_prepare_is_quiet_by_default(tmp_path):
       '--num_test=1')
   assert result.returncode == 0, result.stderr
   assert result.stderr == '', result.stderr
+
+
+def test_a_build_outside_prepare_shows_no_progress_bar_in_a_log(tmp_path):
+  # train's --config.prepare_data builds through the same function.
+  script = ('import sys; from dcsfn_jax import data; '
+            'data.prepare_synthetic(sys.argv[1], max_size=24, num_train=2, '
+            'num_test=1)')
+  result = subprocess.run([sys.executable, '-c', script,
+                           os.fspath(tmp_path / 'data')],
+                          capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert result.returncode == 0, result.stderr
+  assert 'Generating splits' not in result.stderr, result.stderr[-2000:]

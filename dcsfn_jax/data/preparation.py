@@ -8,6 +8,7 @@ import dataclasses
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import uuid
 
@@ -149,7 +150,10 @@ def _swap_in(built: pathlib.Path, version_dir: pathlib.Path) -> None:
 
 def _build(builder: tfds_builder.Derain) -> None:
   """Runs tfds's build of `builder` (which downloads nothing); a full disk
-  or an unwritable folder is a PrepareError."""
+  or an unwritable folder is a PrepareError. tfds's progress bars show only
+  on a terminal: in a log they are lines of carriage returns."""
+  if not sys.stderr.isatty():
+    tfds.disable_progress_bar()
   with tempfile.TemporaryDirectory() as download_dir:
     try:
       builder.download_and_prepare(download_dir=download_dir)
