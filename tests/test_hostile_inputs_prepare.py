@@ -9,8 +9,10 @@ import hashlib
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -345,3 +347,35 @@ def test_a_damaged_record_is_one_line_naming_it(tmp_path, content):
   record.write_text(content)
   error_line(run_prepare(tmp_path, *command), f'error: {record} is not the '
              'JSON object prepare writes (', '--overwrite to rebuild')
+
+
+def test_a_killed_overwrite_leaves_the_prepared_dataset(tmp_path):
+  data = tmp_path / 'data'
+  command = ('--dataset=synthetic_rain', f'--data_dir={data}',
+             '--num_test=1', '--max_size=24')
+  built = run_prepare(tmp_path, *command, '--num_train=2')
+  assert built.returncode == 0, built.stderr
+  dataset_dir = data / 'derain' / 'synthetic_rain'
+  before = digests(dataset_dir / '1.0.0')
+  env = dict(os.environ, HOME=str(tmp_path / 'home'),
+             TFDS_DATA_DIR=str(tmp_path / 'tfds_default'))
+  rebuild = subprocess.Popen(
+      [sys.executable, '-m', 'dcsfn_jax.prepare', *command,
+       '--num_train=100000', '--overwrite'], env=env,
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.monotonic() + 120
+    # Killed while tfds writes into the staging folder.
+    while not list(dataset_dir.glob('incomplete.rebuild.*/derain/*/*')):
+      assert rebuild.poll() is None and time.monotonic() < deadline
+      time.sleep(0.2)
+    time.sleep(2)
+    assert rebuild.poll() is None
+  finally:
+    rebuild.send_signal(signal.SIGKILL)
+    rebuild.wait()
+  assert digests(dataset_dir / '1.0.0') == before
+  assert len(_load_train(data)) == 2
+  reused = run_prepare(tmp_path, *command, '--num_train=2')
+  assert reused.returncode == 0, reused.stderr
+  assert os.listdir(dataset_dir) == ['1.0.0']
