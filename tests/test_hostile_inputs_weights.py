@@ -422,3 +422,21 @@ def test_export_without_the_torch_extra_names_it(rgb_model, tmp_path,
       f'error: writing {suffix} needs the torch extra (torch and '
       "safetensors): pip install -e '.[torch]'")
   assert not output.exists()
+
+
+@pytest.mark.parametrize('suffix, reading', [
+    ('.pth', 'PyTorch checkpoints'), ('.safetensors', '.safetensors')])
+def test_import_without_the_torch_extra_names_it(tmp_path, suffix, reading):
+  path = tmp_path / f'weights{suffix}'
+  path.write_bytes(b'weights')
+  script = _WITHOUT_TORCH.replace('export', 'import_torch')
+  result = subprocess.run(
+      [sys.executable, '-c', script, f'--checkpoint={path}',
+       f'--output={tmp_path / "imported"}'], capture_output=True, text=True,
+      timeout=300, check=False,
+      env=dict(os.environ, HOME=os.fspath(tmp_path / 'home')))
+  assert result.returncode == 1
+  assert cli_checks.error_line(result) == (
+      f'error: reading {reading} needs the torch extra (torch and '
+      "safetensors): pip install -e '.[torch]'")
+  assert not (tmp_path / 'imported').exists()
