@@ -13,6 +13,11 @@ model never uses are zero-filled (see `to_torch_state_dict`). The weights
 expect images in the checkpoint's `model.channel_order` ('bgr' for imported
 released weights, else 'rgb'); `import_torch` reads both files back
 losslessly.
+
+The file is written beside --output under a hidden name and renamed over it
+once whole: a full disk or a kill leaves the previous file as it was and no
+partial one. Writing either format needs the torch extra
+(`pip install -e '.[torch]'`).
 """
 import sys
 

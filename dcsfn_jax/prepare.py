@@ -14,19 +14,20 @@ where the names do not pair up (rainy_N.png with clean_N.png);
 `--layout side_by_side` reads every split folder as side-by-side pairs.
 
 A dataset already in --data_dir is reused if it was built from the same
---manual_dir (recorded in prepared_from.json in its version folder); from
-another one, the command stops: pass --overwrite to rebuild. Folders left by
-killed builds (<data_dir>/derain/<dataset>/incomplete.*) are removed.
+--manual_dir and, for synthetic_rain, with the same --max_size, --num_train,
+--num_test and --seed (all recorded in prepared_from.json in its version
+folder); otherwise the command stops: pass --overwrite to rebuild. A rebuild
+is written beside the prepared dataset and replaces it only once complete,
+so a failed, killed or out-of-space rebuild leaves the old one as it was.
+Folders left by killed builds (<data_dir>/derain/<dataset>/incomplete.*) are
+removed.
 
 Ends with a summary: pairs (images, for real_rain) per split, size range, and
 where the data went and came from. A failure is one `error:` line on stderr
 naming the file or flag and the fix (sometimes followed by details), exit 1.
 """
-import sys
-
 from absl import app
 from absl import flags
-import tensorflow_datasets as tfds
 
 from dcsfn_jax import cli
 from dcsfn_jax import paths
@@ -90,11 +91,10 @@ def _print_summary(builder) -> None:
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
+  cli.warnings_and_errors_logging()
   if f.instructions:
     print(catalog.SPECS[f.dataset].instructions)
     return
-  if not sys.stderr.isatty():  # no carriage-return bars in logs
-    tfds.disable_progress_bar()
   try:
     options = tfds_builder.SyntheticOptions(
         max_size=f.max_size, num_train=f.num_train, num_test=f.num_test,
@@ -103,9 +103,9 @@ def main(argv):
         f.dataset, manual_dir=paths.expand(f.manual_dir),
         data_dir=paths.expand(f.data_dir), synthetic_options=options,
         overwrite=f.overwrite, layout=f.layout)
+    _print_summary(builder)
   except PrepareError as error:
     raise SystemExit(f'error: {error}') from error
-  _print_summary(builder)
 
 
 if __name__ == '__main__':

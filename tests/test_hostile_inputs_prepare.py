@@ -9,8 +9,10 @@ import hashlib
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -282,3 +284,98 @@ def test_out_of_range_numbers(tmp_path, flag):
                      f'--data_dir={tmp_path / "data"}', flag)
   error_line(done, flag, 'pass ' + flag.split('=')[0])
   assert not (tmp_path / 'data').exists()
+
+
+# Trust, round two: rebuilds happen beside the dataset; options are recorded.
+
+
+def _load_train(data_dir):
+  """The names of the train split as the training pipeline reads them."""
+  from dcsfn_jax.data import sources  # pylint: disable=g-import-not-at-top
+  return sources.load_split('synthetic_rain', 'train', data_dir=data_dir)
+
+
+def test_a_failed_overwrite_leaves_the_prepared_dataset(tmp_path):
+  photo_dir = photos(tmp_path / 'photos')
+  data = tmp_path / 'data'
+  command = ('--dataset=synthetic_rain', f'--data_dir={data}',
+             f'--manual_dir={photo_dir}', '--max_size=24', '--num_test=1')
+  built = run_prepare(tmp_path, *command, '--num_train=2')
+  assert built.returncode == 0, built.stderr
+  version_dir = data / 'derain' / 'synthetic_rain' / '1.0.0'
+  before = digests(version_dir)
+  corrupt = photo_dir / 'p1.png'
+  corrupt.write_bytes(corrupt.read_bytes()[:100])
+  done = run_prepare(tmp_path, *command, '--num_train=3', '--overwrite')
+  error_line(done, corrupt, 'is corrupt, truncated or not an image')
+  assert digests(version_dir) == before
+  assert os.listdir(version_dir.parent) == ['1.0.0']
+  assert len(_load_train(data)) == 2
+
+
+def test_other_synthetic_options_are_not_reused(tmp_path):
+  data = tmp_path / 'data'
+  command = ('--dataset=synthetic_rain', f'--data_dir={data}')
+  built = run_prepare(tmp_path, *command, *_SMALL)
+  assert built.returncode == 0, built.stderr
+  for flag, recorded in (('--num_train=3', '--num_train=2'),
+                         ('--num_test=2', '--num_test=1'),
+                         ('--max_size=32', '--max_size=24'),
+                         ('--seed=1', '--seed=0')):
+    asked = [flag if f.split('=')[0] == flag.split('=')[0] else f
+             for f in (*_SMALL, '--seed=0')]
+    error_line(run_prepare(tmp_path, *command, *asked),
+               f'synthetic_rain is already prepared at '
+               f'{data / "derain" / "synthetic_rain" / "1.0.0"} with '
+               f'{recorded}; pass --overwrite to rebuild it with {flag}, or '
+               'another --data_dir.')
+  rebuilt = run_prepare(tmp_path, *command, '--max_size=24', '--num_train=3',
+                        '--num_test=1', '--overwrite')
+  assert rebuilt.returncode == 0, rebuilt.stderr
+  assert 'train:      3 pairs' in rebuilt.stdout
+  assert len(_load_train(data)) == 3
+
+
+@pytest.mark.parametrize('content', ['[' * 100_000, '{"manual_dir": ',
+                                     '["a list"]'])
+def test_a_damaged_record_is_one_line_naming_it(tmp_path, content):
+  data = tmp_path / 'data'
+  command = ('--dataset=synthetic_rain', f'--data_dir={data}', *_SMALL)
+  built = run_prepare(tmp_path, *command)
+  assert built.returncode == 0, built.stderr
+  record = data / 'derain' / 'synthetic_rain' / '1.0.0' / 'prepared_from.json'
+  record.write_text(content)
+  error_line(run_prepare(tmp_path, *command), f'error: {record} is not the '
+             'JSON object prepare writes (', '--overwrite to rebuild')
+
+
+def test_a_killed_overwrite_leaves_the_prepared_dataset(tmp_path):
+  data = tmp_path / 'data'
+  command = ('--dataset=synthetic_rain', f'--data_dir={data}',
+             '--num_test=1', '--max_size=24')
+  built = run_prepare(tmp_path, *command, '--num_train=2')
+  assert built.returncode == 0, built.stderr
+  dataset_dir = data / 'derain' / 'synthetic_rain'
+  before = digests(dataset_dir / '1.0.0')
+  env = dict(os.environ, HOME=str(tmp_path / 'home'),
+             TFDS_DATA_DIR=str(tmp_path / 'tfds_default'))
+  rebuild = subprocess.Popen(
+      [sys.executable, '-m', 'dcsfn_jax.prepare', *command,
+       '--num_train=100000', '--overwrite'], env=env,
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.monotonic() + 120
+    # Killed while tfds writes into the staging folder.
+    while not list(dataset_dir.glob('incomplete.rebuild.*/derain/*/*')):
+      assert rebuild.poll() is None and time.monotonic() < deadline
+      time.sleep(0.2)
+    time.sleep(2)
+    assert rebuild.poll() is None
+  finally:
+    rebuild.send_signal(signal.SIGKILL)
+    rebuild.wait()
+  assert digests(dataset_dir / '1.0.0') == before
+  assert len(_load_train(data)) == 2
+  reused = run_prepare(tmp_path, *command, '--num_train=2')
+  assert reused.returncode == 0, reused.stderr
+  assert os.listdir(dataset_dir) == ['1.0.0']

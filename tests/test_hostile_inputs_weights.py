@@ -2,9 +2,14 @@
 `import_torch` and `derain --torch-checkpoint`, the authors' released files
 are read as BGR and the commands say so, and bad or malicious files are one
 `error:` line naming the file."""
+import contextlib
 import hashlib
 import os
 import pickle
+import resource
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -196,3 +201,242 @@ def test_export_to_an_existing_folder_is_refused(rgb_model, tmp_path):
       f'error: --output {folder} is a folder; name a file in it, e.g. '
       f'{folder / "dcsfn.pth"}.')
   assert not os.listdir(folder)
+
+
+def _run_within(tmp_path, limit_bytes, module, *args):
+  """cli_checks.run with the address space capped at `limit_bytes`: a
+  regression that builds millions of names fails fast instead of filling
+  the machine's memory."""
+  def cap():
+    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+  environment = dict(os.environ, HOME=os.fspath(tmp_path / 'home'),
+                     TFDS_DATA_DIR=os.fspath(tmp_path / 'tfds'))
+  return subprocess.run([sys.executable, '-m', module, *args],
+                        capture_output=True, text=True, timeout=300,
+                        check=False, env=environment, preexec_fn=cap)
+
+
+def _bomb(tmp_path, suffix, **fields):
+  """A file of one small tensor whose recorded config asks for `fields`."""
+  config = models.preset('official')
+  config.update(fields)
+  weight = np.zeros((20, 3, 3, 3), np.float32)
+  path = tmp_path / f'bomb{suffix}'
+  if suffix == '.safetensors':
+    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+    save_file({'convert.0.weight': weight}, os.fspath(path),
+              metadata={'dcsfn_model_config': config.to_json()})
+  else:
+    torch.save({'net': {'convert.0.weight': torch.from_numpy(weight)},
+                'model_config': config.to_json(), 'channel_order': 'rgb'},
+               path)
+  assert path.stat().st_size < 40_000
+  return path
+
+
+@pytest.mark.parametrize('suffix, fields, message', [
+    ('.safetensors', {'num_blocks': 10**6},
+     'its recorded model config field num_blocks=1000000 must be an integer '
+     'from 1 to 256.'),
+    ('.pth', {'convs_per_scale': 10**9},
+     'its recorded model config field convs_per_scale=1000000000 must be an '
+     'integer from 1 to 64.'),
+    ('.pth', {'num_blocks': 200},  # within bounds: the count refuses it
+     'it holds 1 tensors, but its model config (channels=20, '
+     'num_blocks=200, num_scales=4, convs_per_scale=4, conv_groups=1) needs '
+     '50486.'),
+])
+@pytest.mark.parametrize('command', ['import_torch', 'derain'])
+def test_a_small_file_asking_for_a_huge_model_is_refused_at_once(
+    photos, tmp_path, suffix, fields, message, command):
+  path = _bomb(tmp_path, suffix, **fields)
+  if command == 'import_torch':
+    args = (f'--checkpoint={path}', f'--output={tmp_path / "imported"}')
+  else:
+    args = (f'--torch-checkpoint={path}', f'--input={photos}',
+            f'--output={tmp_path / "out"}')
+  result = _run_within(tmp_path, 3 * 2**30, f'dcsfn_jax.{command}', *args)
+  assert result.returncode == 1, result.stderr[-3000:]
+  line = cli_checks.error_line(result)
+  assert line.startswith(f'error: {path}') and message in line, line
+  assert not (tmp_path / 'imported').exists()
+  assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+@pytest.mark.parametrize('command', ['import_torch', 'derain'])
+def test_weights_holding_inf_or_nan_are_refused_naming_the_tensor(
+    photos, tmp_path, suffix, command):
+  torch.manual_seed(0)
+  state_dict = {key: value.numpy().copy() for key, value in
+                build_torch_model(_tiny_released_config()).state_dict().items()}
+  state_dict['merge.0.bias'][1] = np.inf if suffix == '.pth' else np.nan
+  path = tmp_path / f'weights{suffix}'
+  if suffix == '.pth':
+    torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, path)
+  else:
+    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+    save_file(state_dict, os.fspath(path))
+  if command == 'import_torch':
+    result = cli_checks.run(
+        tmp_path, 'dcsfn_jax.import_torch', f'--checkpoint={path}',
+        f'--output={tmp_path / "imported"}', '--model_override=channels=4',
+        '--model_override=num_blocks=2', '--model_override=convs_per_scale=2')
+  else:
+    result = cli_checks.run(
+        tmp_path, 'dcsfn_jax.derain', f'--torch-checkpoint={path}',
+        f'--input={photos}', f'--output={tmp_path / "out"}')
+  assert result.returncode == 1
+  assert cli_checks.error_line(result) == (
+      f"error: {path}: tensor 'merge.0.bias' holds inf or NaN values; these "
+      'weights would turn every photo to garbage. Use a checkpoint from '
+      'before the training diverged.')
+  assert not (tmp_path / 'imported').exists()
+  assert not (tmp_path / 'out').exists()
+
+
+def test_deeply_nested_recorded_config_is_one_line(tmp_path):
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'nested.safetensors'
+  save_file({'convert.0.weight': np.zeros((2, 2), np.float32)},
+            os.fspath(path),
+            metadata={'dcsfn_model_config': '[' * 100_000 + ']' * 100_000})
+  result = cli_checks.run(tmp_path, 'dcsfn_jax.import_torch',
+                          f'--checkpoint={path}',
+                          f'--output={tmp_path / "imported"}')
+  assert result.returncode == 1
+  assert cli_checks.error_line(result) == (
+      f'error: {path}: its recorded model config is not valid JSON (nested '
+      'too deeply); re-export the checkpoint, or strip the metadata and pass '
+      '--preset.')
+
+
+@contextlib.contextmanager
+def _tmpfs(folder, size_bytes, read_only=False):
+  """A tmpfs of `size_bytes` mounted at `folder` (root only); yields False
+  where it cannot be mounted."""
+  folder.mkdir()
+  options = f'size={size_bytes}' + (',ro' if read_only else '')
+  mounted = os.geteuid() == 0 and subprocess.run(
+      ['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', os.fspath(folder)],
+      capture_output=True, check=False).returncode == 0
+  try:
+    yield mounted
+  finally:
+    if mounted:
+      subprocess.run(['umount', os.fspath(folder)], check=True)
+
+
+def _export_on_a_full_disk(tmp_path, workdir, output, *flags):
+  """`export` where writing fails as on a full disk: `output`'s folder is a
+  full tmpfs when one can be mounted, else the file size is capped at 0."""
+  def no_writes():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+  mounted = output.parent.stat().st_dev != tmp_path.stat().st_dev
+  environment = dict(os.environ, HOME=os.fspath(tmp_path / 'home'))
+  return subprocess.run(
+      [sys.executable, '-m', 'dcsfn_jax.export', f'--workdir={workdir}',
+       f'--output={output}', *flags], capture_output=True, text=True,
+      timeout=300, check=False, env=environment,
+      preexec_fn=None if mounted else no_writes)
+
+
+def _fill(folder):
+  """Fills the file system holding `folder` to its last byte."""
+  with open(folder / 'filler', 'wb', buffering=0) as file:
+    try:
+      while True:
+        file.write(b'\0' * 4096)
+    except OSError:
+      pass
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_export_on_a_full_disk_keeps_the_previous_file(rgb_model, tmp_path,
+                                                        suffix):
+  disk = tmp_path / 'disk'
+  with _tmpfs(disk, 4 * 2**20) as mounted:
+    output = disk / f'dcsfn{suffix}'
+    result = cli_checks.run(tmp_path, 'dcsfn_jax.export',
+                            f'--workdir={rgb_model}', f'--output={output}')
+    assert result.returncode == 0, result.stderr
+    before = _md5(output)
+    if mounted:
+      _fill(disk)
+    result = _export_on_a_full_disk(tmp_path, rgb_model, output,
+                                    '--overwrite', '--weights=raw')
+    assert result.returncode == 1
+    line = cli_checks.error_line(result)
+    assert line.startswith(f'error: --output {output}: writing it failed (')
+    assert line.endswith('); the previous file is unchanged.'), line
+    assert _md5(output) == before
+    assert sorted(os.listdir(disk)) == sorted(
+        [output.name] + (['filler'] if mounted else []))
+
+    fresh = disk / f'fresh{suffix}'
+    result = _export_on_a_full_disk(tmp_path, rgb_model, fresh)
+    assert result.returncode == 1
+    assert cli_checks.error_line(result).endswith('; nothing was written.')
+    assert not fresh.exists()
+    assert sorted(os.listdir(disk)) == sorted(
+        [output.name] + (['filler'] if mounted else []))
+
+
+def test_export_into_a_read_only_folder_is_one_line(rgb_model, tmp_path):
+  folder = tmp_path / 'read_only'
+  with _tmpfs(folder, 2**20, read_only=True) as mounted:
+    if not mounted:
+      if os.geteuid() == 0:
+        pytest.skip('root writes through permissions; no tmpfs to mount')
+      folder.chmod(0o555)
+    output = folder / 'dcsfn.pth'
+    result = cli_checks.run(tmp_path, 'dcsfn_jax.export',
+                            f'--workdir={rgb_model}', f'--output={output}')
+    assert result.returncode == 1
+    line = cli_checks.error_line(result)
+    assert line.startswith(f'error: --output {output}: cannot write in '
+                           f'{folder} ('), line
+    assert line.endswith('); nothing was written.'), line
+    assert not output.exists()
+
+
+_WITHOUT_TORCH = '''
+import runpy, sys
+sys.modules['torch'] = sys.modules['safetensors'] = None  # not installed
+sys.argv[0] = 'export'
+runpy.run_module('dcsfn_jax.export', run_name='__main__')
+'''
+
+
+@pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
+def test_export_without_the_torch_extra_names_it(rgb_model, tmp_path,
+                                                 suffix):
+  output = tmp_path / f'dcsfn{suffix}'
+  result = subprocess.run(
+      [sys.executable, '-c', _WITHOUT_TORCH, f'--workdir={rgb_model}',
+       f'--output={output}'], capture_output=True, text=True, timeout=300,
+      check=False, env=dict(os.environ, HOME=os.fspath(tmp_path / 'home')))
+  assert result.returncode == 1
+  assert cli_checks.error_line(result) == (
+      f'error: writing {suffix} needs the torch extra (torch and '
+      "safetensors): pip install -e '.[torch]'")
+  assert not output.exists()
+
+
+@pytest.mark.parametrize('suffix, reading', [
+    ('.pth', 'PyTorch checkpoints'), ('.safetensors', '.safetensors')])
+def test_import_without_the_torch_extra_names_it(tmp_path, suffix, reading):
+  path = tmp_path / f'weights{suffix}'
+  path.write_bytes(b'weights')
+  script = _WITHOUT_TORCH.replace('export', 'import_torch')
+  result = subprocess.run(
+      [sys.executable, '-c', script, f'--checkpoint={path}',
+       f'--output={tmp_path / "imported"}'], capture_output=True, text=True,
+      timeout=300, check=False,
+      env=dict(os.environ, HOME=os.fspath(tmp_path / 'home')))
+  assert result.returncode == 1
+  assert cli_checks.error_line(result) == (
+      f'error: reading {reading} needs the torch extra (torch and '
+      "safetensors): pip install -e '.[torch]'")
+  assert not (tmp_path / 'imported').exists()

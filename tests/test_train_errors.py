@@ -27,6 +27,12 @@ def no_compilation(monkeypatch):
     ('dataset', 'rain100x', "dataset='rain100x' is not one of"),
     ('learning_rate', -1.0, 'learning_rate=-1.0 must be positive'),
     ('total_steps', 0, 'total_steps=0'),
+    ('seed', -1, 'seed=-1 must be an integer from 0 to 2147483647.'),
+    ('seed', 2**31, 'seed=2147483648 must be an integer from 0 to'),
+    ('l1_weight', float('nan'), 'l1_weight=nan must be a finite number.'),
+    ('ema_decay', float('nan'), 'ema_decay=nan must be a finite number.'),
+    ('remat_budget_gb', float('inf'),
+     'remat_budget_gb=inf must be a finite number.'),
 ])
 def test_static_errors_name_the_field(field, value, message):
   config = train_config.base_config()
@@ -36,6 +42,16 @@ def test_static_errors_name_the_field(field, value, message):
   with pytest.raises(train_config.ConfigError) as error:
     train_config.validate(config)
   assert message in str(error.value)
+
+
+def test_a_missing_field_names_the_module_that_has_them_all():
+  config = train_config.base_config()
+  config.dataset = 'synthetic_rain'
+  del config['seed']
+  with pytest.raises(train_config.ConfigError) as error:
+    train_config.validate(config)
+  assert ("missing field(s) ['seed']; start from "
+          'dcsfn_jax.training.config.base_config()') in str(error.value)
 
 
 def test_model_config_errors_are_config_errors():

@@ -8,7 +8,9 @@ import dataclasses
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
+import uuid
 
 from absl import logging
 import tensorflow_datasets as tfds
@@ -110,6 +112,82 @@ def _check_same_source(builder: tfds_builder.Derain) -> None:
       f'rebuild it from {_describe_source(wanted)}.')
 
 
+def _flags(options: dict) -> str:
+  return ' '.join(f'--{field}={value}' for field, value in options.items())
+
+
+def _check_same_options(builder: tfds_builder.Derain) -> None:
+  """A PrepareError if synthetic_rain was prepared with other max_size,
+  num_train, num_test or seed than this build asks for."""
+  record = tfds_builder.prepared_from(builder) or {}
+  wanted = tfds_builder.recorded_options(builder.synthetic_options)
+  differing = [field for field in wanted if record.get(field) != wanted[field]]
+  if not differing:
+    return
+  recorded = {field: record.get(field) for field in differing}
+  found = (_flags(recorded) if None not in recorded.values()
+           else 'options that were not recorded (an older build)')
+  raise PrepareError(
+      f'synthetic_rain is already prepared at {builder.data_dir} with '
+      f'{found}; pass --overwrite to rebuild it with '
+      f'{_flags({field: wanted[field] for field in differing})}, or another '
+      '--data_dir.')
+
+
+def _swap_in(built: pathlib.Path, version_dir: pathlib.Path) -> None:
+  """Puts the finished build `built` where `version_dir` is: two renames on
+  one file system, the old build restored if the second fails."""
+  retired = version_dir.parent / (
+      f'{tfds_constants.INCOMPLETE_PREFIX}replaced.{uuid.uuid4().hex}')
+  os.rename(version_dir, retired)
+  try:
+    os.rename(built, version_dir)
+  except OSError:
+    os.rename(retired, version_dir)
+    raise
+  shutil.rmtree(retired, ignore_errors=True)
+
+
+def _build(builder: tfds_builder.Derain) -> None:
+  """Runs tfds's build of `builder` (which downloads nothing); a full disk
+  or an unwritable folder is a PrepareError. tfds's progress bars show only
+  on a terminal: in a log they are lines of carriage returns."""
+  if not sys.stderr.isatty():
+    tfds.disable_progress_bar()
+  with tempfile.TemporaryDirectory() as download_dir:
+    try:
+      builder.download_and_prepare(download_dir=download_dir)
+    except OSError as error:
+      raise PrepareError(
+          f'writing {builder.builder_config.name} into {builder.data_dir} '
+          f'failed ({error.strerror or error}); free some space or pass '
+          'another --data_dir.') from error
+
+
+def _rebuild_beside(builder: tfds_builder.Derain, data_dir
+                    ) -> tfds_builder.Derain:
+  """Builds the dataset again in a staging folder beside the prepared one
+  and swaps it in only once it is complete: a failure, a kill or a full disk
+  leaves the prepared dataset as it was (a killed build's staging folder is
+  an `incomplete.*` one, removed by the next run)."""
+  version_dir = pathlib.Path(builder.data_dir)
+  staging = pathlib.Path(tempfile.mkdtemp(
+      prefix=f'{tfds_constants.INCOMPLETE_PREFIX}rebuild.',
+      dir=version_dir.parent))
+  try:
+    staged = tfds_builder.Derain(
+        config=builder.builder_config.name, data_dir=os.fspath(staging),
+        manual_dir=builder.manual_dir, pairs=builder.pairs,
+        synthetic_options=builder.synthetic_options)
+    _build(staged)
+    _swap_in(pathlib.Path(staged.data_dir), version_dir)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return tfds_builder.Derain(
+      config=builder.builder_config.name, data_dir=data_dir,
+      manual_dir=builder.manual_dir, synthetic_options=builder.synthetic_options)
+
+
 def prepare(dataset: str, *, manual_dir=None, data_dir=None,
             synthetic_options: tfds_builder.SyntheticOptions | None = None,
             overwrite: bool = False, layout: str = 'auto'
@@ -117,11 +195,14 @@ def prepare(dataset: str, *, manual_dir=None, data_dir=None,
   """Builds `dataset` into data_dir; returns its builder.
 
   A dataset already prepared there is reused, unless `overwrite`; if
-  `manual_dir` is given and differs from the recorded one (see
-  `tfds_builder.prepared_from`), that is a PrepareError. Leftovers of killed
-  builds of the dataset are removed first. Layout problems are found before
-  anything is written; a failure while writing (a corrupt image, a size
-  mismatch) leaves no dataset behind. `layout`: see `catalog.LAYOUT_MODES`.
+  `manual_dir` (or, for synthetic_rain, `synthetic_options`) is given and
+  differs from the recorded one (see `tfds_builder.prepared_from`), that is a
+  PrepareError. Leftovers of killed builds of the dataset are removed first.
+  Layout problems are found before anything is written; a failure while
+  writing (a corrupt image, a size mismatch, a full disk) leaves no new
+  dataset behind, and with `overwrite` the prepared one stays as it was: the
+  rebuild happens beside it and replaces it only once complete. `layout`: see
+  `catalog.LAYOUT_MODES`.
   """
   data_dir = data_dir or None  # '' (a config's unset data_dir): tfds default
   if dataset not in catalog.SPECS:
@@ -131,6 +212,7 @@ def prepare(dataset: str, *, manual_dir=None, data_dir=None,
   _check_data_dir(data_dir, for_writing=False)
   photos_dir = synthetic_options.photos_dir if synthetic_options else None
   source_named = manual_dir is not None or photos_dir is not None
+  options_named = synthetic_options is not None
   if dataset == 'synthetic_rain':
     synthetic_options = synthetic_options or tfds_builder.SyntheticOptions()
     if manual_dir is not None:
@@ -144,27 +226,26 @@ def prepare(dataset: str, *, manual_dir=None, data_dir=None,
   if builder.is_prepared() and not overwrite:
     if source_named:
       _check_same_source(builder)
+    if options_named and dataset == 'synthetic_rain':
+      _check_same_options(builder)
     remove_incomplete_builds(builder)
     return builder
   _check_data_dir(data_dir, for_writing=True)
   remove_incomplete_builds(builder)
   if dataset != 'synthetic_rain':
     builder.pairs = catalog.discover(dataset, pathlib.Path(manual_dir), layout)
+  if builder.is_prepared():
+    return _rebuild_beside(builder, data_dir)
   # Folders this build creates; on failure the outermost goes, with all in it.
   version_dir = pathlib.Path(builder.data_dir)
   new_dirs = [d for d in (version_dir.parents[2], version_dir.parents[1],
                           version_dir.parent) if not d.exists()]
-  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
-          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-  with tempfile.TemporaryDirectory() as download_dir:
-    try:
-      builder.download_and_prepare(
-          download_dir=download_dir,
-          download_config=tfds.download.DownloadConfig(download_mode=mode))
-    except BaseException:
-      if new_dirs:
-        shutil.rmtree(new_dirs[0], ignore_errors=True)
-      raise
+  try:
+    _build(builder)
+  except BaseException:
+    if new_dirs:
+      shutil.rmtree(new_dirs[0], ignore_errors=True)
+    raise
   return builder
 
 

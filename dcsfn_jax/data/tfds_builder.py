@@ -15,9 +15,10 @@ temporary folder that only becomes the dataset when every split succeeded.
 
 Next to tfds's files, the version folder holds `prepared_from.json`,
 {"manual_dir": absolute path or null}: the folder the dataset was built from
-(for synthetic_rain its photos folder; null for scikit-image's photos). It is
-written into the same temporary folder, so every finished build has one;
-`prepared_from` reads it back.
+(for synthetic_rain its photos folder; null for scikit-image's photos), and
+for synthetic_rain the options that shape it (max_size, num_train, num_test,
+seed). It is written into the same temporary folder, so every finished build
+has one; `prepared_from` reads it back.
 """
 import dataclasses
 import io
@@ -145,16 +146,36 @@ def _example(pair: Pair) -> dict:
 
 
 SOURCE_FILE = 'prepared_from.json'
+# The SyntheticOptions fields recorded in SOURCE_FILE: those a prepare flag
+# sets.
+RECORDED_OPTIONS = ('max_size', 'num_train', 'num_test', 'seed')
 
 
 def prepared_from(builder: tfds.core.DatasetBuilder) -> dict | None:
-  """The recorded source of a prepared dataset, {'manual_dir': str | None};
-  None for a dataset built before sources were recorded."""
+  """The recorded source of a prepared dataset: {'manual_dir': str | None}
+  and, for synthetic_rain, the RECORDED_OPTIONS; None for a dataset built
+  before sources were recorded. A PrepareError names a record that is not
+  such a JSON object."""
   record = pathlib.Path(builder.data_dir) / SOURCE_FILE
-  try:
-    return json.loads(record.read_text())
-  except (OSError, ValueError):
+  if not record.exists():
     return None
+  try:
+    recorded = json.loads(record.read_text())
+  except (OSError, ValueError, RecursionError) as error:
+    recorded = ('nested too deeply' if isinstance(error, RecursionError)
+                else 'unreadable' if isinstance(error, OSError)
+                else 'not valid JSON')
+  if not isinstance(recorded, dict):
+    reason = recorded if isinstance(recorded, str) else type(recorded).__name__
+    raise PrepareError(
+        f'{record} is not the JSON object prepare writes ({reason}); pass '
+        '--overwrite to rebuild the dataset.')
+  return recorded
+
+
+def recorded_options(options: SyntheticOptions) -> dict:
+  """The RECORDED_OPTIONS of `options`, as SOURCE_FILE holds them."""
+  return {field: getattr(options, field) for field in RECORDED_OPTIONS}
 
 
 class DerainConfig(tfds.core.BuilderConfig):
@@ -214,12 +235,22 @@ class Derain(tfds.core.GeneratorBasedBuilder):
       source = self.manual_dir
     return None if source is None else os.path.abspath(os.fspath(source))
 
+  def _log_download_bytes(self):
+    """Silent: tfds would print "Downloading and preparing dataset", but this
+    builder downloads nothing (prepare prints its own summary)."""
+
+  def _log_download_done(self):
+    """Silent, as `_log_download_bytes`."""
+
   def _download_and_prepare(self, dl_manager, download_config=None):
     super()._download_and_prepare(dl_manager=dl_manager,
                                   download_config=download_config)
     # data_dir is tfds's temporary folder here, renamed once all is written.
+    record = {'manual_dir': self.source_dir()}
+    if self.builder_config.name == 'synthetic_rain':
+      record.update(recorded_options(self.synthetic_options))
     (pathlib.Path(self.data_dir) / SOURCE_FILE).write_text(
-        json.dumps({'manual_dir': self.source_dir()}) + '\n')
+        json.dumps(record) + '\n')
 
   def _split_generators(self, dl_manager):
     if self.builder_config.name == 'synthetic_rain':

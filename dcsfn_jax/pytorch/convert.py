@@ -3,7 +3,12 @@
 Both directions work on numpy and never import torch: torch tensors given to
 `from_torch_state_dict` are read through their `.detach()`/`.numpy()` methods.
 Both count: every source tensor must be consumed and every target filled, or a
-ValueError lists the missing keys, unexpected keys and shape mismatches.
+ValueError lists the missing keys, unexpected keys and shape mismatches. Before
+any key name is built, the model config's structural fields are bounded
+(`check_structure`) and the number of tensors is compared with the count the
+config implies (`tensor_count`): a config needing more than `_LISTED_AT_MOST`
+tensors that the file does not hold is refused by the counts alone, so a
+small file cannot make the converter list millions of names.
 
 Kernels are HWIO in Flax and OIHW in torch (grouped convs included); biases
 are shared as is. No channel is flipped here: the weights keep the channel
@@ -36,6 +41,51 @@ _FIRST_CALL_CONVS = {
     'RNN': ('conv_x',),
     'Conv': ('conv',),
 }
+
+
+# Largest value of each structural field a weights file may ask for: far
+# above both presets (channels 20/32, 16 blocks, 4/1 convs per scale), far
+# below the sizes whose key names alone fill the memory.
+STRUCTURE_LIMITS = {'channels': 1024, 'num_blocks': 256, 'num_scales': 4,
+                    'convs_per_scale': 64, 'conv_groups': 1024}
+
+
+# Up to this many expected keys, a file with another tensor count gets the
+# list of missing and unexpected keys; beyond it, only the two counts.
+_LISTED_AT_MOST = 20_000
+
+
+def check_structure(model_config) -> None:
+  """Raises ValueError naming a structural field that is not an integer in
+  [1, STRUCTURE_LIMITS[field]], or an unknown recurrent_unit."""
+  for field, limit in STRUCTURE_LIMITS.items():
+    value = model_config.get(field)
+    if (isinstance(value, bool) or not isinstance(value, int)
+        or not 1 <= value <= limit):
+      raise ValueError(f'model config field {field}={value!r} must be an '
+                       f'integer from 1 to {limit}.')
+  unit = model_config.get('recurrent_unit')
+  if unit not in _CELL_CONVS:
+    raise ValueError(f'model config field recurrent_unit={unit!r} must be '
+                     f'one of {tuple(_CELL_CONVS)}.')
+
+
+def tensor_count(model_config) -> int:
+  """How many tensors (weights and biases) the released-style state_dict of
+  `model_config` holds; arithmetic, the same count as `_conv_table`'s."""
+  check_structure(model_config)
+  scales = model_config.num_scales
+  per_block = scales * model_config.convs_per_scale + (scales > 1)
+  if model_config.inner_scale_connection:
+    per_block += scales - 1
+  per_coder = model_config.num_blocks * (
+      per_block + bool(model_config.dense_connection))
+  if model_config.single:
+    convs = 2 * per_coder
+  else:
+    convs = (6 * per_coder + 4 * bool(model_config.cross_scale)
+             + 6 * len(_CELL_CONVS[model_config.recurrent_unit]))
+  return 2 * (convs + 3)  # + convert, merge.0 and merge.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +215,7 @@ def to_torch_state_dict(params: Mapping, model_config) -> dict:
   Raises:
     ValueError listing params that are missing, left over, or misshapen.
   """
+  check_structure(model_config)
   if set(params) == {'params'}:
     params = params['params']
   params = stacking.unstack_blocks(dict(params))
@@ -199,6 +250,15 @@ def to_torch_state_dict(params: Mapping, model_config) -> dict:
   _raise_if_any('Flax params to a torch state_dict', missing, unexpected,
                 mismatched)
   return state_dict
+
+
+def first_non_finite(state_dict: Mapping) -> Optional[str]:
+  """The key of the first float tensor holding an inf or NaN, else None."""
+  for key, value in state_dict.items():
+    array = _as_numpy(value)
+    if array is not None and not np.isfinite(array).all():
+      return key
+  return None
 
 
 def _as_numpy(value: Any) -> Optional[np.ndarray]:
@@ -236,9 +296,17 @@ def from_torch_state_dict(state_dict: Mapping, model_config) -> dict:
   either.
 
   Raises:
-    ValueError listing missing keys, unexpected keys and shape mismatches.
+    ValueError for a structural field out of bounds, or a tensor count other
+    than the config's when that needs more than `_LISTED_AT_MOST` keys, else
+    listing missing keys, unexpected keys and shape mismatches.
   """
   tensors = unwrap_state_dict(state_dict)
+  needed = tensor_count(model_config)
+  if len(tensors) != needed and needed > _LISTED_AT_MOST:
+    fields = ', '.join(f'{field}={model_config[field]}'
+                       for field in STRUCTURE_LIMITS)
+    raise ValueError(f'it holds {len(tensors)} tensors, but its model config '
+                     f'({fields}) needs {needed}.')
   expected = torch_state_dict_shapes(model_config)
   missing = [k for k in expected if k not in tensors]
   unexpected = sorted(k for k in tensors if k not in expected)

@@ -11,8 +11,10 @@ is the one place that says so.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import tempfile
 import warnings
 from typing import Mapping, Sequence
 
@@ -42,31 +44,58 @@ def _looks_like_state_dict(obj) -> bool:
 # Keys of the .pth wrapper `write_torch_weights` writes beside 'net'.
 _PTH_MODEL_CONFIG = 'model_config'
 _PTH_CHANNEL_ORDER = 'channel_order'
+# How to install what reading and writing PyTorch files needs.
+_TORCH_EXTRA = "pip install -e '.[torch]'"
 
 
 def _recorded_config(text, path):
-  """The model config recorded in an export as JSON text, or None."""
+  """The model config recorded in an export as JSON text, or None; a
+  ValueError naming `path` if it is not a JSON object of flat fields whose
+  structural ones lie within `convert.STRUCTURE_LIMITS`."""
   if not text:
     return None
+  if not isinstance(text, str):
+    raise ValueError(f'{path}: its recorded model config is '
+                     f'{type(text).__name__}, not JSON text.')
   try:
     recorded = json.loads(text)
-  except json.JSONDecodeError as error:
+  except (json.JSONDecodeError, RecursionError) as error:
+    reason = ('nested too deeply' if isinstance(error, RecursionError)
+              else error)
     raise ValueError(
-        f'{path}: its recorded model config is not valid JSON ({error}); '
+        f'{path}: its recorded model config is not valid JSON ({reason}); '
         're-export the checkpoint, or strip the metadata and pass --preset.'
     ) from None
   if not isinstance(recorded, dict):
     raise ValueError(f'{path}: its recorded model config is '
                      f'{type(recorded).__name__}, not a JSON object.')
+  nested = sorted(key for key, value in recorded.items()
+                  if isinstance(value, (dict, list)))
+  if nested:
+    raise ValueError(f'{path}: its recorded model config has nested values '
+                     f'in {nested}; every field is a number, string or bool.')
+  try:
+    convert.check_structure(recorded)
+  except ValueError as error:
+    raise ValueError(f'{path}: its recorded {error} Re-export the '
+                     'checkpoint.') from None
   return ml_collections.ConfigDict(recorded)
+
+
+def _refuse_non_finite(state_dict, path):
+  name = convert.first_non_finite(state_dict)
+  if name is not None:
+    raise ValueError(f'{path}: tensor {name!r} holds inf or NaN values; '
+                     'these weights would turn every photo to garbage. Use '
+                     'a checkpoint from before the training diverged.')
 
 
 def _read_safetensors(path):
   try:
     from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   except ImportError as error:
-    raise ImportError('Reading .safetensors needs safetensors: pip install '
-                      "'dcsfn_jax[torch]'.") from error
+    raise ImportError('reading .safetensors needs the torch extra (torch '
+                      f'and safetensors): {_TORCH_EXTRA}') from error
   try:
     with safe_open(path, framework='numpy') as reader:
       metadata = reader.metadata() or {}
@@ -95,8 +124,8 @@ def _read_pth(path):
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as error:
-    raise ImportError('Reading PyTorch checkpoints needs torch: '
-                      "pip install 'dcsfn_jax[torch]'.") from error
+    raise ImportError('reading PyTorch checkpoints needs the torch extra '
+                      f'(torch and safetensors): {_TORCH_EXTRA}') from error
   try:
     with warnings.catch_warnings():
       # e.g. "Detected pickle protocol 4": noise about a file refused anyway.
@@ -125,14 +154,19 @@ def read_torch_weights(path: str) -> tuple:
 
   The model config (with its channel order) is the one an export recorded;
   None for the authors' released files and plain state_dicts. Raises
-  FileNotFoundError, or ValueError naming the file and what is wrong with it.
+  FileNotFoundError, or ValueError naming the file and what is wrong with it:
+  unreadable, a recorded config out of `convert.STRUCTURE_LIMITS` or not
+  flat JSON, or a tensor holding inf or NaN (named).
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'No checkpoint file at {path}.')
   if path.endswith('.safetensors'):
-    return _read_safetensors(path)
-  return _read_pth(path)
+    state_dict, model_config = _read_safetensors(path)
+  else:
+    state_dict, model_config = _read_pth(path)
+  _refuse_non_finite(state_dict, path)
+  return state_dict, model_config
 
 
 def released_model_config(preset='official'):
@@ -181,7 +215,9 @@ def import_torch_checkpoint(checkpoint: str, output: str,
   """Converts `checkpoint` into a save_pretrained directory at `output`.
 
   Returns a summary dict (tensors read, params written, model config, and
-  where its channel order came from).
+  where its channel order came from). Raises ValueError naming the file for
+  a bad file (see `read_torch_weights`) or weights that do not fit the model
+  config, counted before any key name is built.
   """
   if os.path.exists(output):
     raise FileExistsError(f'{output} exists; choose a new --output directory.')
@@ -189,9 +225,11 @@ def import_torch_checkpoint(checkpoint: str, output: str,
   if recorded_config is None:
     model_config = released_model_config(preset)
     order_source = released_assumption(preset)
+    fits = f'the model config (preset {preset!r}, overrides {list(overrides)})'
   else:
     model_config = recorded_config
     order_source = 'recorded in the file by dcsfn_jax.export'
+    fits = f'the model config it records (overrides {list(overrides)})'
   logging.info('%s: channel_order=%r (%s).', checkpoint,
                model_config.channel_order, order_source)
   apply_overrides(model_config, overrides)
@@ -199,9 +237,8 @@ def import_torch_checkpoint(checkpoint: str, output: str,
   try:
     params = convert.from_torch_state_dict(state_dict, model_config)
   except ValueError as error:
-    raise ValueError(
-        f'{checkpoint} does not match the model config (preset {preset!r}, '
-        f'overrides {list(overrides)}): {error}') from error
+    raise ValueError(f'{checkpoint} does not match {fits}: {error}'
+                     ) from error
   config = ml_collections.ConfigDict()
   config.model = model_config
   config.imported_from = os.path.abspath(checkpoint)
@@ -212,29 +249,84 @@ def import_torch_checkpoint(checkpoint: str, output: str,
           'channel_order_source': order_source}
 
 
+def _encoder(path: str):
+  """(state_dict, model_config) -> the file's bytes, for path's suffix.
+
+  Raises ImportError naming the extra to install, or ValueError for a suffix
+  that is neither .pth nor .safetensors.
+  """
+  if path.endswith('.safetensors'):
+    try:
+      from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ImportError('writing .safetensors needs the torch extra (torch '
+                        f'and safetensors): {_TORCH_EXTRA}') from None
+
+    def encode(state_dict, model_config):
+      return save(state_dict, metadata={
+          convert.SAFETENSORS_CONFIG_KEY: model_config.to_json(),
+          'channel_order': model_config.channel_order})
+    return encode
+  if path.endswith('.pth'):
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ImportError('writing .pth needs the torch extra (torch and '
+                        f'safetensors): {_TORCH_EXTRA}') from None
+
+    def encode(state_dict, model_config):
+      buffer = io.BytesIO()
+      torch.save({'net': {k: torch.from_numpy(v)
+                          for k, v in state_dict.items()},
+                  _PTH_MODEL_CONFIG: model_config.to_json(),
+                  _PTH_CHANNEL_ORDER: model_config.channel_order}, buffer)
+      return buffer.getvalue()
+    return encode
+  raise ValueError(f'--output {path} must end in .pth or .safetensors.')
+
+
+def _replace_atomically(path: str, content: bytes) -> None:
+  """Writes `content` to a hidden file beside `path`, then renames it over
+  `path`: a failure (a full disk) leaves any previous file whole and no
+  partial file. Raises OSError in one line saying so."""
+  folder = os.path.dirname(os.path.abspath(path))
+  kept = ('the previous file is unchanged' if os.path.exists(path)
+          else 'nothing was written')
+  try:
+    handle, temporary = tempfile.mkstemp(
+        dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.partial')
+  except OSError as error:
+    raise OSError(f'--output {path}: cannot write in {folder} '
+                  f'({error.strerror}); {kept}.') from None
+  try:
+    with os.fdopen(handle, 'wb') as file:
+      file.write(content)
+      file.flush()
+      os.fsync(file.fileno())
+    os.chmod(temporary, 0o666 & ~_umask())
+    os.replace(temporary, path)
+  except OSError as error:
+    os.unlink(temporary)
+    raise OSError(f'--output {path}: writing it failed ({error.strerror}); '
+                  f'{kept}.') from None
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def write_torch_weights(state_dict: dict, path: str, model_config) -> None:
   """Writes a numpy state_dict with its model config and channel order.
 
   .safetensors: the tensors, the config as JSON metadata. .pth: {'net':
   state_dict, 'model_config': JSON, 'channel_order': ...}, which the released
-  loader reads as it reads its own training files ('net').
+  loader reads as it reads its own training files ('net'). The file appears
+  whole or not at all (`_replace_atomically`).
   """
-  if path.endswith('.safetensors'):
-    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-    metadata = {convert.SAFETENSORS_CONFIG_KEY: model_config.to_json(),
-                'channel_order': model_config.channel_order}
-    save_file(state_dict, path, metadata=metadata)
-  elif path.endswith('.pth'):
-    try:
-      import torch  # pylint: disable=g-import-not-at-top
-    except ImportError as error:
-      raise ImportError("Writing .pth needs torch: pip install "
-                        "'dcsfn_jax[torch]', or write .safetensors.") from error
-    torch.save({'net': {k: torch.from_numpy(v) for k, v in state_dict.items()},
-                _PTH_MODEL_CONFIG: model_config.to_json(),
-                _PTH_CHANNEL_ORDER: model_config.channel_order}, path)
-  else:
-    raise ValueError(f'--output {path} must end in .pth or .safetensors.')
+  path = os.fspath(path)
+  _replace_atomically(path, _encoder(path)(state_dict, model_config))
 
 
 def export_checkpoint(workdir: str, output: str, prefer: str = 'latest',
@@ -247,17 +339,17 @@ def export_checkpoint(workdir: str, output: str, prefer: str = 'latest',
                             f'it, e.g. {os.path.join(output, "dcsfn.pth")}.')
   if os.path.exists(output) and not overwrite:
     raise FileExistsError(f'{output} exists; pass --overwrite to replace it.')
-  if not output.endswith(('.pth', '.safetensors')):
-    raise ValueError(f'--output {output} must end in .pth or .safetensors.')
+  encode = _encoder(output)
   weights, weights_note = checkpointing.choose_weights(workdir, weights, prefer)
   params, config = checkpointing.load_pretrained(workdir, prefer, weights)
   if 'model' not in config:
     raise ValueError(f'The checkpoint at {workdir} has no model config '
                      f'(config fields: {sorted(config.keys())}).')
   state_dict = convert.to_torch_state_dict(params, config.model)
+  content = encode(state_dict, config.model)
   with paths.new_folder(os.path.dirname(os.path.abspath(output)),
                         flag=f'--output {output}: its folder'):
-    write_torch_weights(state_dict, output, config.model)
+    _replace_atomically(output, content)
   return {'tensors': len(state_dict),
           'values': sum(v.size for v in state_dict.values()),
           'channel_order': config.model.channel_order,

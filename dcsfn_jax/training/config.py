@@ -2,9 +2,11 @@
 
 Config files in configs/ start from `base_config` and change what their
 dataset needs; `validate` rejects typos and impossible values before anything
-is compiled (the checks that need the devices or the data are in train.py).
+is compiled (the checks that need the devices or the data are the trainer's,
+dcsfn_jax/training/trainer.py and inputs.py).
 """
 import difflib
+import math
 
 import ml_collections
 
@@ -103,6 +105,15 @@ def check_override(dotted):
     node, prefix = node[key], f'{prefix}{key}.'
 
 
+def _leaves(config, prefix=''):
+  """(dotted name, value) of every field of `config`, nested ones included."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
 def validate(config):
   """Raises ValueError naming the field for typos and impossible values."""
   reference = base_config()
@@ -110,13 +121,17 @@ def validate(config):
   missing = sorted(set(reference.keys()) - set(config.keys()))
   if missing:
     problems.append(f'missing field(s) {missing}; start from '
-                    'dcsfn_jax.train_config.base_config()')
+                    'dcsfn_jax.training.config.base_config()')
   if problems:
     _fail('; '.join(problems) + '.')
   try:
     models.validate(config.model)
   except ValueError as error:
     raise ConfigError(f'config.model: {error}') from error
+
+  for name, value in _leaves(config):
+    if isinstance(value, float) and not math.isfinite(value):
+      _fail(f'{name}={value!r} must be a finite number.')
 
   def positive_int(name):
     value = config[name]
@@ -159,6 +174,9 @@ def validate(config):
       or config.grad_accum_steps < 1):
     _fail(f'grad_accum_steps={config.grad_accum_steps!r} must be a positive '
           'integer.')
+  if (isinstance(config.seed, bool) or not isinstance(config.seed, int)
+      or not 0 <= config.seed < 2**31):
+    _fail(f'seed={config.seed!r} must be an integer from 0 to {2**31 - 1}.')
   if config.l1_weight < 0:
     _fail(f'l1_weight={config.l1_weight!r} must be >= 0.')
   minimum = models.minimum_size(config.model)
