@@ -76,7 +76,8 @@ def main(argv):
                                     flags.FLAGS.process_id)
     result = trainer.train_and_evaluate(config, flags.FLAGS.workdir)
   except (config_lib.ConfigError, data.DatasetNotPreparedError,
-          data.PrepareError, FloatingPointError) as error:
+          data.PrepareError, FloatingPointError,
+          writer.MetricsFileError) as error:
     sys.exit(f'error: {error}')
   except checkpointing.SaveError as error:
     # orbax's writer threads may still wait on the failed save: leave

@@ -250,3 +250,17 @@ def test_init_from_starts_from_the_checkpoint_s_parameters(trained_workdir,
     for got, want in zip(jax.tree.leaves(host[name]),
                          jax.tree.leaves(expected)):
       np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize('bad_line', ['not json at all', '[1, 2]',
+                                      '{"loss": 1.0}', '[' * 100000])
+def test_a_damaged_metrics_file_is_named_in_one_line(
+    trained_workdir, tmp_path, synthetic_data_dir, bad_line):
+  workdir = tmp_path / 'run'
+  shutil.copytree(trained_workdir, workdir)
+  metrics_file = workdir / 'metrics.jsonl'
+  metrics_file.write_text(metrics_file.read_text() + bad_line + '\n')
+  line = _one_error_line(_train(*_smoke_args(workdir, synthetic_data_dir),
+                                '--config.total_steps=6'))
+  assert f'{metrics_file} line ' in line and 'not a JSON object' in line
+  assert metrics_file.read_text().endswith(bad_line + '\n')  # left as it was

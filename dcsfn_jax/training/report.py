@@ -2,13 +2,13 @@
 where its files are, and WORKDIR/curves.png (loss, eval PSNR and learning
 rate against the step), both drawn from metrics.jsonl so that a rerun of a
 finished run shows the same."""
-import json
 import os
 
 from PIL import Image
 from PIL import ImageDraw
 
 from dcsfn_jax import checkpointing
+from dcsfn_jax.training import writer
 
 CURVES_NAME = 'curves.png'
 _CURVES = (('train/loss', 'training loss'),
@@ -17,18 +17,11 @@ _CURVES = (('train/loss', 'training loss'),
 _WIDTH, _PANEL_HEIGHT, _MARGIN = 640, 180, 56
 
 
-def _records(workdir):
-  """metrics.jsonl's lines as dicts, oldest first ([] without the file)."""
-  path = workdir / 'metrics.jsonl'
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line]
-
-
 def last_eval(workdir):
   """The newest eval's figures in metrics.jsonl, as `train_and_evaluate`
   returns them ({'psnr', 'ssim', ...}); {} before any eval."""
-  evals = [record for record in _records(workdir) if 'eval/psnr' in record]
+  evals = [record for record in writer.read_metrics(workdir)
+           if 'eval/psnr' in record]
   if not evals:
     return {}
   return {name[len('eval/'):]: value for name, value in evals[-1].items()
@@ -75,7 +68,7 @@ def _draw_panel(draw, top, title, points):
 def write_curves(workdir):
   """Draws metrics.jsonl's curves into WORKDIR/curves.png; returns its
   path."""
-  records = _records(workdir)
+  records = writer.read_metrics(workdir)
   image = Image.new('RGB', (_WIDTH, _PANEL_HEIGHT * len(_CURVES)), 'white')
   draw = ImageDraw.Draw(image)
   for index, (name, title) in enumerate(_CURVES):

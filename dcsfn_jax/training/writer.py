@@ -21,6 +21,36 @@ import tqdm
 from dcsfn_jax.images import files as image_files
 
 
+class MetricsFileError(ValueError):
+  """metrics.jsonl holds a line that is not a JSON object with a step."""
+
+
+def read_metrics(workdir):
+  """metrics.jsonl's records as dicts, oldest first ([] without the file).
+
+  Raises:
+    MetricsFileError: naming the file and line that is not a JSON object with
+      an integer 'step'.
+  """
+  path = workdir / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  records = []
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except (ValueError, RecursionError):
+      record = None
+    if not isinstance(record, dict) or not isinstance(record.get('step'), int):
+      raise MetricsFileError(
+          f'{path} line {number} is not a JSON object with a step; move the '
+          'file away (the run then starts a new one) or repair that line.')
+    records.append(record)
+  return records
+
+
 class MetricWriter:
   """Scalars to metrics.jsonl and TensorBoard; panels to panels/ and TB."""
 
@@ -34,10 +64,9 @@ class MetricWriter:
     self._jsonl = workdir / 'metrics.jsonl'
     if self._active:
       self._lines = []
-      if self._jsonl.exists():
-        self._lines = [line + '\n' for line in
-                       self._jsonl.read_text().splitlines()
-                       if line and json.loads(line)['step'] <= start_step]
+      self._lines = [json.dumps(record) + '\n'
+                     for record in read_metrics(workdir)
+                     if record['step'] <= start_step]
       self._writer = tensorboardX.SummaryWriter(
           os.fspath(workdir / 'tensorboard'))
 
