@@ -194,14 +194,14 @@ def restore_or_init(config, workdir, manager, model, optimizer, mesh,
     state, data_state, step = resumed
     logging.info('Resuming from %s step %d.', workdir, step)
     state = state_lib.checkpoint_layout(state)
-    return (parallel.replicate(models.runtime_layout(state, model.config),
+    return (parallel.replicate(models.runtime_layout(state, model),
                                mesh), data_state)
   state = state_lib.create_train_state(model, optimizer, config.patch_size,
                                        jax.random.key(config.seed), ema=ema)
   if init_params is not None:
-    state['params'] = models.runtime_layout(init_params, model.config)
+    state['params'] = models.runtime_layout(init_params, model)
     if ema:
-      state['ema_params'] = models.runtime_layout(init_params, model.config)
+      state['ema_params'] = models.runtime_layout(init_params, model)
   return parallel.replicate(state, mesh), None
 
 
@@ -293,7 +293,8 @@ def _train(config, workdir):
   inputs.check_against_data(config, train_source, eval_source)
   total_steps, schedule = _schedule(config, len(train_source))
   mesh = parallel.make_mesh()
-  model_config, remat_message = memory.resolve_remat(config)
+  model_config, remat_message = memory.resolve_remat(config,
+                                                     mesh.devices.flat)
   logging.info('%s.', remat_message)
   model = models.build_model(model_config)
   optimizer = optax.adam(schedule)
