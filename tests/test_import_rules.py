@@ -1,10 +1,10 @@
 """The package's import rules (docs/ARCHITECTURE.md), read from the source.
 
   models/, data/ and metrics/ never import training, evaluation, export or
-  torch; metrics never imports models; models never imports platforms, which
-  imports only models (and jax) of the package; nothing imports an entry module (a
-  `python -m` command) for a library function; importing the trainer's entry
-  module defines no flags.
+  torch; metrics never imports models; models never imports platforms, and
+  platforms imports no room above models; nothing imports an entry module
+  (a `python -m` command) for a library function; importing the trainer's
+  entry module defines no flags.
 """
 import ast
 import pathlib

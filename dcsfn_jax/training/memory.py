@@ -77,7 +77,7 @@ def resolve_remat(config, devices):
   if platform == 'cpu':
     return resolved(remat=True), (
         'remat=auto on CPU: rematerialising the blocks (on CPU hosts '
-        'keeping their activations measured no faster, at twice the '
+        'keeping their activations is no faster and takes twice the '
         'memory)')
   probe = ml_collections.ConfigDict(config.to_dict())
   probe.model = models.replaced(config.model, remat=False)
