@@ -117,7 +117,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import models, parallel  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import parallel, platforms  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import config as train_config  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
 
@@ -127,8 +127,8 @@ def main(argv):
     config.model.update(channels=4, num_blocks=2, num_scales=2,
                         convs_per_scale=1)
     batch_size, patch = 2 * _DEVICES.value, 32
-  model = models.build_model(config.model)
   mesh = parallel.make_mesh()
+  model = platforms.model_for(config.model, mesh.devices.flat)
   optimizer = optax.adam(5e-4)
   step_fn = state_lib.make_train_step(model, optimizer, lambda _: 5e-4,
                                       config, mesh)

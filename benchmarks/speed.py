@@ -135,19 +135,19 @@ def _jax_case(case, config, shape, devices):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import models, parallel  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models, parallel, platforms  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.inference import runner as runner_lib  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import memory  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training.config import base_config as base_train_config  # pylint: disable=g-import-not-at-top
 
-  model = models.build_model(config)
+  mesh = parallel.make_mesh(jax.devices()[:devices])
+  model = platforms.model_for(config, mesh.devices.flat)
   rng = np.random.default_rng(0)
   rainy = rng.random(shape + (3,), dtype=np.float32)
   clean = rng.random(shape + (3,), dtype=np.float32)
   params = models.runtime_layout(
       models.init_params(model, jax.random.key(0), shape + (3,)), config)
-  mesh = parallel.make_mesh(jax.devices()[:devices])
   info = {}
   if case == 'train':  # The trainer's own step, state and layout.
     train_config = base_train_config()
@@ -196,11 +196,11 @@ def _unrolled_flops(case, config, params, rainy, clean) -> float:
   dense-fusion work and the rematerialised forward.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from dcsfn_jax import models  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models, platforms  # pylint: disable=g-import-not-at-top
   from dcsfn_jax.training import losses  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.scan_blocks = False
-  model = models.build_model(config)
+  model = platforms.model_for(config, jax.devices()[:1])  # jit's default
   params = models.unstack_blocks(params)
   if case == 'train':
     fn = jax.grad(lambda p: losses.derain_loss(

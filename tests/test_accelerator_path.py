@@ -13,6 +13,7 @@ import pytest
 
 from dcsfn_jax import models
 from dcsfn_jax import parallel
+from dcsfn_jax import platforms
 from dcsfn_jax.data import load_split
 from dcsfn_jax.data import pipeline
 from dcsfn_jax.training import config as train_config
@@ -53,7 +54,7 @@ def _windows(data_dir, count):
 
 def _train(config, batches, devices):
   """(initial host params, final host params, per-step losses)."""
-  model = models.build_model(config.model)
+  model = platforms.model_for(config.model, jax.devices())
   schedule = schedules.multistep_lr(config.learning_rate, (10**6,))
   optimizer = optax.adam(schedule)
   mesh = parallel.make_mesh(devices)

@@ -11,6 +11,7 @@ import pytest
 
 from dcsfn_jax import models
 from dcsfn_jax import parallel
+from dcsfn_jax import platforms
 from dcsfn_jax.data import augment
 from dcsfn_jax.data import load_split
 from dcsfn_jax.data import pipeline
@@ -228,7 +229,7 @@ def test_train_step_augments_window_batches_on_the_device():
   config.model.update(channels=4, num_blocks=1, num_scales=1,
                       convs_per_scale=1)
   config.patch_size = 32
-  model = models.build_model(config.model)
+  model = platforms.model_for(config.model, jax.devices())
   optimizer = optax.adam(1e-3)
   schedule = schedules.multistep_lr(1e-3, (100,))
   mesh = parallel.make_mesh(jax.devices()[:1])

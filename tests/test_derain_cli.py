@@ -17,6 +17,7 @@ from dcsfn_jax.inference import derainer as derain
 from dcsfn_jax.images import files as image_files
 from dcsfn_jax.inference import runner as runner_lib
 from dcsfn_jax import models
+from dcsfn_jax import platforms
 
 
 def _tiny_single_config():
@@ -29,7 +30,7 @@ def _tiny_single_config():
 
 
 def _init(config, seed=0):
-  return models.build_model(config).init(
+  return platforms.model_for(config, jax.devices()).init(
       jax.random.PRNGKey(seed), jnp.zeros((1, 16, 16, 3)))['params']
 
 
@@ -65,7 +66,7 @@ def test_tiled_derain_equals_whole_image_derain_away_from_seams():
   photo = _photo(96, 150)
   # Untiled at native size (no bucket padding, which moves the outputs
   # within the receptive field of the right/bottom border).
-  whole = np.asarray(models.build_model(config).apply(
+  whole = np.asarray(platforms.model_for(config, jax.devices()).apply(
       {'params': params}, metrics.to_float(photo)[None]))[0]
   tiled = derain.Derainer(params, config, tile=48, overlap=12)(photo)
   assert tiled.shape == whole.shape == (96, 150, 3)

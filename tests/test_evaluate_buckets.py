@@ -10,6 +10,7 @@ from dcsfn_jax.inference import runner as runner_lib
 from dcsfn_jax.images import files as image_files
 from dcsfn_jax import metrics
 from dcsfn_jax import models
+from dcsfn_jax import platforms
 
 
 def _tiny_config():
@@ -24,7 +25,7 @@ def _tiny_config():
 @pytest.fixture(scope='module')
 def tiny_model():
   config = _tiny_config()
-  params = models.build_model(config).init(
+  params = platforms.model_for(config, jax.devices()).init(
       jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
   return params, config
 

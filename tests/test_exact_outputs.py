@@ -9,6 +9,7 @@ from dcsfn_jax import checkpointing
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
+from dcsfn_jax import platforms
 from dcsfn_jax.images import files as image_files
 import cli_checks
 import tiny_models
@@ -24,7 +25,7 @@ def _photo(height, width, seed=0):
 
 def _native(params, model_config, photo):
   """The network's output at the photo's own size, as float32 [H, W, 3]."""
-  model = models.build_model(model_config)
+  model = platforms.model_for(model_config, jax.devices())
   with jax.default_matmul_precision('highest'):
     return np.asarray(model.apply({'params': params},
                                   metrics.to_float(photo)[None]))[0]

@@ -15,6 +15,7 @@ import pytest
 from dcsfn_jax import checkpointing
 from dcsfn_jax import models
 from dcsfn_jax import parallel
+from dcsfn_jax import platforms
 from dcsfn_jax.training import config as train_config
 from dcsfn_jax.training import resume
 from dcsfn_jax.training import state as state_lib
@@ -233,7 +234,7 @@ def test_init_from_starts_from_the_checkpoint_s_parameters(trained_workdir,
   with config.unlocked():
     config.init_from = str(trained_workdir)
     config.ema_decay = 0.5  # the average starts from the same parameters
-  model = models.build_model(config.model)
+  model = platforms.model_for(config.model, jax.devices())
   optimizer = optax.adam(1e-3)
   abstract = state_lib.abstract_train_state(model, optimizer,
                                             config.patch_size, ema=True)

@@ -2,6 +2,7 @@
 
   models/, data/ and metrics/ never import training, evaluation, export or
   torch; metrics never imports models; images/ imports no room but metrics;
+  models never imports platforms, and platforms imports no room above models;
   nothing imports an entry module (a `python -m` command) for a library
   function; importing the trainer's entry module defines no flags; one module
   opens image files and one defines which names are images.
@@ -25,7 +26,11 @@ UPPER_ROOMS = ('dcsfn_jax.training', 'dcsfn_jax.evaluation',
                'dcsfn_jax.inference', 'dcsfn_jax.analysis',
                'dcsfn_jax.pytorch', 'torch')
 FORBIDDEN = {
-    'dcsfn_jax.models': UPPER_ROOMS,
+    # The model never chooses for a platform: its callers resolve first.
+    'dcsfn_jax.models': UPPER_ROOMS + ('dcsfn_jax.platforms',),
+    # The target platform sits between the model and its callers.
+    'dcsfn_jax.platforms': UPPER_ROOMS + ('dcsfn_jax.data',
+                                          'dcsfn_jax.metrics'),
     'dcsfn_jax.data': UPPER_ROOMS,
     'dcsfn_jax.metrics': UPPER_ROOMS + ('dcsfn_jax.models',),
     # Running the network on images never depends on scoring it.

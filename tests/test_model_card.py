@@ -11,6 +11,7 @@ import ml_collections
 import pytest
 
 from dcsfn_jax import checkpointing
+from dcsfn_jax import platforms
 from dcsfn_jax import pytorch
 from dcsfn_jax import models
 from dcsfn_jax.analysis import card
@@ -67,7 +68,8 @@ def test_per_module_counts_sum_to_the_total(changes):
   config = _tiny(**changes)
   counts = card.parameter_counts(card.abstract_params(config))
   assert sum(counts['per_module'].values()) == counts['total']
-  params = models.init_params(models.build_model(config), jax.random.key(0))
+  params = models.init_params(platforms.model_for(config, jax.devices()),
+                              jax.random.key(0))
   assert counts['total'] == sum(leaf.size for leaf in jax.tree.leaves(params))
   # The stacked layout holds padded fusion zeros; the count is per block.
   stacked = models.runtime_layout(params, config)
@@ -126,7 +128,8 @@ def test_cli_prints_only_without_output(tmp_path):
 
 def test_cli_reads_a_checkpoint(tmp_path):
   config = _tiny()
-  params = models.init_params(models.build_model(config), jax.random.key(0))
+  params = models.init_params(platforms.model_for(config, jax.devices()),
+                              jax.random.key(0))
   training_config = ml_collections.ConfigDict({'model': config})
   checkpointing.save_pretrained(tmp_path / 'ckpt', params, training_config)
   result = _summary('--workdir', str(tmp_path / 'ckpt'), '--nomemory',

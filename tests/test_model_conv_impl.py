@@ -1,7 +1,7 @@
 """Specifies the model config's conv_impl: 'xla' (XLA's convs, autodiff) and
 'cpu' (dcsfn_jax.models.cpu_conv) compute the same model, forward, gradients
 and an Adam step; 'xla' also matches the PyTorch twin (the 'cpu' path is what
-tests/test_torch_parity.py runs on a CPU); 'auto' resolves per backend.
+tests/test_torch_parity.py runs on a CPU); 'auto' resolves per platform.
 """
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from dcsfn_jax import models
-from dcsfn_jax.models import config as config_lib
+from dcsfn_jax import platforms
 from dcsfn_jax.models import cpu_conv
 
 torch = pytest.importorskip('torch')
@@ -33,7 +33,7 @@ def _tiny(**overrides):
 
 def _train_step(config, params, images, targets):
   """(output, loss, grads, params after one optax.adam step) for `config`."""
-  model = models.build_model(config)
+  model = platforms.model_for(config, jax.devices())
   optimizer = optax.adam(1e-3)
 
   def loss_fn(p):
@@ -69,8 +69,9 @@ def test_xla_and_cpu_convs_give_the_same_output_gradients_and_adam_step(name):
   rng = np.random.default_rng(0)
   images = rng.random(shape, dtype=np.float32)
   targets = rng.random(shape, dtype=np.float32)
-  params = models.init_params(models.build_model(configs['cpu']),
-                              jax.random.key(1), shape)
+  params = models.init_params(
+      platforms.model_for(configs['cpu'], jax.devices()), jax.random.key(1),
+      shape)
   params = models.runtime_layout(params, configs['cpu'])
   xla, cpu = (_train_step(configs[impl], params, images, targets)
               for impl in ('xla', 'cpu'))
@@ -102,18 +103,21 @@ def _jaxpr(config):
   return str(jax.make_jaxpr(jax.value_and_grad(loss))(params))
 
 
-def test_auto_is_cpu_on_cpu_and_xla_on_other_backends(monkeypatch):
-  assert jax.default_backend() == 'cpu'
+def test_auto_is_cpu_on_cpu_and_xla_on_other_platforms():
+  assert platforms.platform_of(jax.devices()) == 'cpu'
   assert models.preset('official').conv_impl == 'auto'
-  assert config_lib.resolved_conv_impl(_tiny()) == 'cpu'
-  auto, cpu, xla = (_jaxpr(_tiny(conv_impl=impl))
-                    for impl in ('auto', 'cpu', 'xla'))
+  on_cpu = platforms.resolve_model_config(_tiny(), 'cpu')
+  assert on_cpu.conv_impl == 'cpu'
+  auto, cpu, xla = (
+      _jaxpr(platforms.resolve_model_config(_tiny(conv_impl=impl), 'cpu'))
+      for impl in ('auto', 'cpu', 'xla'))
   assert auto == cpu
   assert auto != xla, 'the two implementations must trace differently'
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert config_lib.resolved_conv_impl(_tiny()) == 'xla'
-  assert _jaxpr(_tiny(conv_impl='auto')) == xla
-  assert config_lib.resolved_conv_impl(_tiny(conv_impl='cpu')) == 'cpu'
+  on_gpu = platforms.resolve_model_config(_tiny(), 'gpu')
+  assert on_gpu.conv_impl == 'xla'
+  assert _jaxpr(on_gpu) == xla
+  assert platforms.resolve_model_config(_tiny(conv_impl='cpu'),
+                                        'gpu').conv_impl == 'cpu'
 
 
 def test_invalid_conv_impl_is_rejected_naming_the_field():

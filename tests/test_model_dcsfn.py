@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dcsfn_jax import models
-from dcsfn_jax.models.dense import DenseEncoder
+from dcsfn_jax import platforms
 
 TORCH_TENSORS_OFFICIAL = 4118
 TORCH_VALUES_OFFICIAL = 6_453_147
@@ -25,14 +25,14 @@ def tiny(**overrides):
 
 
 def _run(config, shape, seed=0):
-  model = models.build_model(config)
+  model = platforms.model_for(config, jax.devices())
   images = jax.random.uniform(jax.random.key(seed), shape)
   params = models.init_params(model, jax.random.key(1), images.shape)
   return model, params, images, jax.jit(model.apply)({'params': params}, images)
 
 
 def test_init_params_matches_model_init_layout_and_distribution():
-  model = models.build_model(tiny(num_scales=2))
+  model = platforms.model_for(tiny(num_scales=2), jax.devices())
   images = jnp.zeros((1, 8, 8, 3))
   # Shapes only: a real model.init of even a tiny DCSFN takes tens of seconds.
   reference = jax.eval_shape(model.init, jax.random.key(0), images)
@@ -90,15 +90,15 @@ def _released_official_keys():
 
 
 def test_encoder_of_official_preset_has_released_parameter_count():
-  config = ml_collections.FrozenConfigDict(models.preset('official'))
-  shapes = jax.eval_shape(DenseEncoder(config).init, jax.random.key(0),
-                          jnp.zeros((1, 32, 32, 20)))['params']
+  model = platforms.model_for(models.preset('official'), jax.devices())
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1, 32, 32, 3)))['params']['encoder_scale1']
   count = sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
   assert count == 1_053_120
 
 
 def test_official_parameter_paths_map_onto_released_state_dict():
-  model = models.build_model(models.preset('official'))
+  model = platforms.model_for(models.preset('official'), jax.devices())
   shapes = jax.eval_shape(model.init, jax.random.key(0),
                           jnp.zeros((1, 32, 32, 3)))['params']
   leaves = jax.tree_util.tree_leaves_with_path(shapes)
@@ -128,14 +128,15 @@ def test_any_size_runs_and_keeps_its_shape(height, width):
 def test_small_input_is_padded_by_reflection_and_cropped_back():
   model, params, images, derained = _run(tiny(num_scales=2), (1, 5, 6, 3))
   padded = jnp.pad(images, ((0, 0), (0, 3), (0, 2), (0, 0)), mode='reflect')
-  assert models.minimum_size(model.config) == 8
+  assert models.minimum_size(model) == 8
   native = model.apply({'params': params}, padded)[:, :5, :6]
   np.testing.assert_allclose(derained, native, atol=1e-6)
 
 
 def test_bgr_order_flips_at_both_boundaries():
   model, params, images, derained_rgb = _run(tiny(num_scales=2), (2, 8, 12, 3))
-  bgr_model = models.build_model(tiny(num_scales=2, channel_order='bgr'))
+  bgr_model = platforms.model_for(tiny(num_scales=2, channel_order='bgr'),
+                                  jax.devices())
   derained_bgr = bgr_model.apply({'params': params}, images[..., ::-1])[..., ::-1]
   np.testing.assert_allclose(derained_bgr, derained_rgb, atol=1e-6)
   assert np.abs(np.asarray(derained_rgb - derained_bgr[..., ::-1])).max() > 1e-4, (
@@ -212,8 +213,8 @@ def test_grouped_conv_kernel_shape_in_paper_preset():
   config = models.preset('paper')
   config.num_blocks = 1
   shapes = jax.eval_shape(
-      DenseEncoder(ml_collections.FrozenConfigDict(config)).init,
-      jax.random.key(0), jnp.zeros((1, 16, 16, 32)))['params']
+      platforms.model_for(config, jax.devices()).init, jax.random.key(0),
+      jnp.zeros((1, 16, 16, 3)))['params']['encoder_scale1']
   assert shapes['block_0']['scale4_conv_0']['kernel'].shape == (3, 3, 8, 32)
   assert 'scale4_conv_1' not in shapes['block_0']
   assert 'scale8_conv_0' not in shapes['block_0']
@@ -261,7 +262,7 @@ def test_missing_or_unknown_fields_are_rejected():
 
 
 def test_non_image_input_is_rejected():
-  model = models.build_model(tiny())
+  model = platforms.model_for(tiny(), jax.devices())
   with pytest.raises(ValueError, match=r'\[batch, height, width, 3\]'):
     model.init(jax.random.key(0), jnp.zeros((8, 8, 3)))
 
@@ -273,11 +274,11 @@ def test_scanned_blocks_equal_unrolled_blocks_with_gradients(variant):
   unrolled = tiny(num_scales=2, num_blocks=3, scan_blocks=False, **overrides)
   scanned = tiny(num_scales=2, num_blocks=3, scan_blocks=True, **overrides)
   images = jax.random.uniform(jax.random.key(0), (2, 13, 11, 3))
-  params = models.init_params(models.build_model(scanned), jax.random.key(1),
-                              images.shape)
+  params = models.init_params(platforms.model_for(scanned, jax.devices()),
+                              jax.random.key(1), images.shape)
 
   def value_and_grad(config):
-    model = models.build_model(config)
+    model = platforms.model_for(config, jax.devices())
     loss = lambda p: jnp.sum(model.apply({'params': p}, images) ** 2)
     with jax.default_matmul_precision('highest'):
       return jax.jit(jax.value_and_grad(loss))(params)
@@ -297,7 +298,7 @@ def test_the_dense_scan_gradient_keeps_the_concatenation_once(remat):
   at every step as autodiff of the scan would, and its forward pass under
   differentiation is the inference one."""
   config = tiny(num_scales=1, num_blocks=3, single=True, remat=remat)
-  model = models.build_model(config)
+  model = platforms.model_for(config, jax.devices())
   images = jax.random.uniform(jax.random.key(0), (2, 16, 12, 3))
   params = models.init_params(model, jax.random.key(1), images.shape)
   forward = lambda p: model.apply({'params': p}, images)
@@ -314,9 +315,10 @@ def test_the_dense_scan_gradient_keeps_the_concatenation_once(remat):
 
 def test_bfloat16_compute_keeps_float32_params_and_output_close():
   images = jax.random.uniform(jax.random.key(0), (1, 16, 16, 3))
-  model32 = models.build_model(tiny(num_scales=2))
+  model32 = platforms.model_for(tiny(num_scales=2), jax.devices())
   params = models.init_params(model32, jax.random.key(1), images.shape)
-  model16 = models.build_model(tiny(num_scales=2, dtype='bfloat16'))
+  model16 = platforms.model_for(tiny(num_scales=2, dtype='bfloat16'),
+                                jax.devices())
   rain = lambda model: jax.jit(functools.partial(
       model.apply, method='rain_estimate'))({'params': params}, images)
   with jax.default_matmul_precision('highest'):

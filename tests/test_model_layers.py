@@ -75,8 +75,7 @@ def test_max_pool_matches_torch_and_floors_odd_sizes(factor):
 
 
 def test_conv_init_follows_torch_default_bounds():
-  conv = layers.conv3x3(8, in_features=20, name='probe', groups=4,
-                        conv_impl='xla')
+  conv = layers.conv(8, 3, in_features=20, name='probe', groups=4)
   variables = conv.init(jax.random.key(0), jnp.zeros((1, 4, 4, 20)))['params']
   bound = 1 / np.sqrt(20 // 4 * 9)
   assert variables['kernel'].shape == (3, 3, 5, 8)

@@ -6,6 +6,7 @@ import optax
 import pytest
 
 from dcsfn_jax import models
+from dcsfn_jax import platforms
 
 
 def _tiny(**overrides):
@@ -16,12 +17,12 @@ def _tiny(**overrides):
 
 
 def _model_and_params(config, seed=0):
-  model = models.build_model(config)
+  model = platforms.model_for(config, jax.devices())
   return model, models.init_params(model, jax.random.key(seed), (1, 16, 16, 3))
 
 
 def test_official_preset_stacks_4098_tensors_into_324():
-  model = models.build_model(models.preset('official'))
+  model = platforms.model_for(models.preset('official'), jax.devices())
   shapes = jax.eval_shape(model.init, jax.random.key(0),
                           jnp.zeros((1, 32, 32, 3)))['params']
   stacked = jax.eval_shape(models.stack_blocks, shapes)

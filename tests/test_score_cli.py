@@ -25,6 +25,7 @@ from dcsfn_jax import data
 from dcsfn_jax import metrics
 from dcsfn_jax import models
 from dcsfn_jax.evaluation import evaluator
+from dcsfn_jax import platforms
 from dcsfn_jax.images import files as image_files
 
 PROTOCOLS = 'official,y_uint8,y_float'
@@ -47,7 +48,7 @@ def evaluated(tmp_path_factory, synthetic_data_dir):
   model_config = models.preset('official')
   model_config.update(channels=4, num_blocks=1, num_scales=2,
                       convs_per_scale=1, single=True)
-  params = models.build_model(model_config).init(
+  params = platforms.model_for(model_config, jax.devices()).init(
       jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
   root = tmp_path_factory.mktemp('score')
   checkpoint = root / 'pretrained'

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dcsfn_jax import models
+from dcsfn_jax import platforms
 from dcsfn_jax.inference import ensemble
 from dcsfn_jax.evaluation import evaluator
 
@@ -48,8 +49,8 @@ def test_an_asymmetric_model_is_averaged():
 def test_the_evaluator_runs_dcsfn_as_an_ensemble():
   config = models.preset('official')
   config.update(channels=4, num_blocks=1, num_scales=2, convs_per_scale=1)
-  params = models.init_params(models.build_model(config), jax.random.key(0),
-                              (1, 16, 16, 3))
+  params = models.init_params(platforms.model_for(config, jax.devices()),
+                              jax.random.key(0), (1, 16, 16, 3))
   rng = np.random.default_rng(3)
   clean = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
   example = [{'name': 'a', 'rainy': clean, 'clean': clean}]
@@ -59,7 +60,7 @@ def test_the_evaluator_runs_dcsfn_as_an_ensemble():
     evaluator.Evaluator(config, self_ensemble=flag).run(
         models.runtime_layout(params, config), example, on_image=found.append)
     scored[flag] = found[0].derained
-  model = models.build_model(config)
+  model = platforms.model_for(config, jax.devices())
   expected = ensemble.self_ensemble(
       lambda x: model.apply({'params': params}, x))(
           jnp.asarray(clean, jnp.float32)[None] / 255.0)[0]

@@ -7,6 +7,7 @@ import skimage.data
 
 from dcsfn_jax import metrics
 from dcsfn_jax import models
+from dcsfn_jax import platforms
 from dcsfn_jax.data import synthetic
 from dcsfn_jax.inference import derainer
 
@@ -19,8 +20,8 @@ MIN_TILED_PSNR = 55.0
 def test_tiled_output_matches_the_whole_image_on_a_real_photo():
   config = models.preset('official')
   config.update(channels=4, num_blocks=1, num_scales=2, convs_per_scale=1)
-  params = models.init_params(models.build_model(config), jax.random.key(0),
-                              (1, 16, 16, 3))
+  params = models.init_params(platforms.model_for(config, jax.devices()),
+                              jax.random.key(0), (1, 16, 16, 3))
   photo = skimage.data.astronaut()[96:288, 160:352]  # 192x192, a face
   rainy = synthetic.add_rain(photo, synthetic.PRESETS['heavy'], seed=0)
   whole = metrics.to_uint8(derainer.Derainer(params, config)(rainy))

@@ -11,8 +11,8 @@ import pytest
 from dcsfn_jax import checkpointing
 from dcsfn_jax.pytorch import from_torch_state_dict
 from dcsfn_jax.pytorch.torch_files import import_torch_checkpoint
-from dcsfn_jax.models import build_model
 from dcsfn_jax.models import preset
+from dcsfn_jax.platforms import model_for
 
 torch = pytest.importorskip('torch')
 from dcsfn_jax.pytorch.torch_files import export_checkpoint  # pylint: disable=g-import-not-at-top
@@ -63,8 +63,8 @@ def test_import_cli_writes_a_bgr_checkpoint_that_matches_the_twin(
 
   rgb = np.random.default_rng(0).random((1, 37, 45, 3), dtype=np.float32)
   with jax.default_matmul_precision('highest'):
-    derained = jax.jit(build_model(config.model).apply)({'params': params},
-                                                         rgb)
+    derained = jax.jit(model_for(config.model, jax.devices()).apply)(
+        {'params': params}, rgb)
   with torch.no_grad():
     bgr_in = torch.from_numpy(np.ascontiguousarray(
         rgb.transpose(0, 3, 1, 2)[:, ::-1]))

@@ -10,8 +10,8 @@ import pytest
 from dcsfn_jax.pytorch import from_torch_state_dict
 from dcsfn_jax.pytorch import to_torch_state_dict
 from dcsfn_jax.pytorch import torch_state_dict_shapes
-from dcsfn_jax.models import build_model
 from dcsfn_jax.models import preset
+from dcsfn_jax.platforms import model_for
 
 torch = pytest.importorskip('torch')
 from dcsfn_jax.pytorch.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
@@ -41,7 +41,7 @@ def _tiny(**overrides):
 
 
 def _abstract_params(config):
-  model = build_model(config)
+  model = model_for(config, jax.devices())
   return jax.eval_shape(model.init, jax.random.key(0),
                         jnp.zeros((1, 32, 32, 3)))['params']
 

@@ -21,8 +21,8 @@ import pytest
 
 from dcsfn_jax.pytorch import from_torch_state_dict
 from dcsfn_jax.pytorch import to_torch_state_dict
-from dcsfn_jax.models import build_model
 from dcsfn_jax.models import preset
+from dcsfn_jax.platforms import model_for
 
 torch = pytest.importorskip('torch')
 from dcsfn_jax.pytorch.torch_twin import build_torch_model  # pylint: disable=g-import-not-at-top
@@ -121,7 +121,7 @@ def _parity(config, height, width, batch=2, seed=0,
   torch.manual_seed(seed)
   twin = build_torch_model(config)
   params = from_torch_state_dict(twin.state_dict(), config)
-  model = build_model(config)
+  model = model_for(config, jax.devices())
   rng = np.random.default_rng(seed)
   rainy = rng.random((batch, height, width, 3), dtype=np.float32)
   clean = rng.random((batch, height, width, 3), dtype=np.float32)
@@ -243,8 +243,8 @@ def test_small_input_equals_the_twin_on_padded_then_cropped_input():
   rainy = np.random.default_rng(0).random((1, height, width, 3),
                                           dtype=np.float32)
   with jax.default_matmul_precision('highest'):
-    derained = _run_jitted(build_model(config).apply, {'params': params},
-                           rainy)
+    derained = _run_jitted(model_for(config, jax.devices()).apply,
+                           {'params': params}, rainy)
   padded = _pad_like_the_model(
       torch.from_numpy(np.ascontiguousarray(rainy.transpose(0, 3, 1, 2))), 32)
   with torch.no_grad():

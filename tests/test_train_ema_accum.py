@@ -11,6 +11,7 @@ import pytest
 from dcsfn_jax import checkpointing
 from dcsfn_jax import models
 from dcsfn_jax import parallel
+from dcsfn_jax import platforms
 from dcsfn_jax.training import config as train_config
 from dcsfn_jax.training import inputs
 from dcsfn_jax.training import schedules
@@ -40,7 +41,7 @@ def _batch(size=8, seed=0):
 
 def _one_step(config, batch, devices=4):
   mesh = parallel.make_mesh(jax.devices()[:devices])
-  model = models.build_model(config.model)
+  model = platforms.model_for(config.model, jax.devices())
   schedule = schedules.multistep_lr(1e-3, (100, 200))
   optimizer = optax.adam(schedule)
   host_state = jax.device_get(state_lib.create_train_state(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dcsfn_jax import models
+from dcsfn_jax import platforms
 from dcsfn_jax.training import config as train_config
 from dcsfn_jax.training import memory
 from dcsfn_jax.training import state as state_lib
@@ -26,7 +27,7 @@ def _config(remat='auto', batch_size=8):
 
 
 def _grads(config):
-  model = models.build_model(config.model)
+  model = platforms.model_for(config.model, jax.devices())
   params = models.runtime_layout(
       models.init_params(model, jax.random.key(0), (1, 16, 16, 3)),
       config.model)
@@ -49,11 +50,11 @@ def test_remat_on_and_off_give_the_same_loss_and_gradients():
 
 
 def test_remat_keeps_fewer_activations_and_both_scale_with_batch():
-  off = memory.activation_bytes(_config(remat=False), 4)
-  on = memory.activation_bytes(_config(remat=True), 4)
+  off = memory.activation_bytes(_config(remat=False), 4, 'cpu')
+  on = memory.activation_bytes(_config(remat=True), 4, 'cpu')
   assert off > 1.5 * on > 0
-  assert memory.activation_bytes(_config(remat=False), 8) == pytest.approx(
-      2 * off, rel=0.02)
+  assert memory.activation_bytes(_config(remat=False), 8,
+                                 'cpu') == pytest.approx(2 * off, rel=0.02)
 
 
 def _accelerators(count):
@@ -62,7 +63,7 @@ def _accelerators(count):
 
 
 def test_auto_on_accelerators_keeps_activations_within_the_budget():
-  needed = memory.activation_bytes(_config(remat=False), 4)  # 8 over 2
+  needed = memory.activation_bytes(_config(remat=False), 4, 'gpu')  # 8 / 2
   roomy, tight = _config(batch_size=8), _config(batch_size=8)
   roomy.remat_budget_gb = 1.01 * needed / 1e9
   tight.remat_budget_gb = 0.99 * needed / 1e9
@@ -100,9 +101,9 @@ def test_an_explicit_choice_is_kept(remat):
 def test_the_official_blocks_keep_about_five_times_more_without_remat():
   """2.0 against 0.39 GB for 8 patches of 64^2."""
   config = train_config.base_config()
-  recomputed = memory.activation_bytes(config, 8)  # 'auto' as it stands
+  recomputed = memory.activation_bytes(config, 8, 'cpu')  # 'auto' = True
   config.model = models.replaced(config.model, remat=False)
-  assert memory.activation_bytes(config, 8) > 4 * recomputed
+  assert memory.activation_bytes(config, 8, 'cpu') > 4 * recomputed
 
 
 @pytest.mark.parametrize('override,expected', [

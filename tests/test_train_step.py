@@ -6,6 +6,7 @@ import pytest
 
 from dcsfn_jax import models
 from dcsfn_jax import parallel
+from dcsfn_jax import platforms
 from dcsfn_jax.training import schedules
 from dcsfn_jax.training import state as state_lib
 from dcsfn_jax.training import config as train_config
@@ -27,7 +28,7 @@ def _tiny_config():
 def _step_on(devices, config, host_state, batch):
   """One jitted step on a mesh of `devices` from a host copy of the state."""
   mesh = parallel.make_mesh(devices)
-  model = models.build_model(config.model)
+  model = platforms.model_for(config.model, jax.devices())
   schedule = schedules.multistep_lr(1e-3, (100, 200))
   step = state_lib.make_train_step(model, optax.adam(schedule), schedule, config,
                                mesh)
@@ -44,7 +45,7 @@ def test_one_device_equals_four_devices():
   rainy = np.clip(clean + 0.3 * (rng.random(clean.shape) > 0.9), 0, 1)
   batch = {'rainy': rainy.astype(np.float32), 'clean': clean}
 
-  model = models.build_model(config.model)
+  model = platforms.model_for(config.model, jax.devices())
   # Initialised once on the host, then placed on each mesh.
   optimizer = optax.adam(schedules.multistep_lr(1e-3, (100, 200)))
   host_state = jax.device_get(state_lib.create_train_state(

@@ -7,6 +7,7 @@ import pytest
 
 from dcsfn_jax import models
 from dcsfn_jax import parallel
+from dcsfn_jax import platforms
 from dcsfn_jax.training import state as state_lib
 from dcsfn_jax.training import config as train_config
 
@@ -34,7 +35,7 @@ def test_adam_step_matches_the_torch_twin():
   batch = {'rainy': rainy.astype(np.float32), 'clean': clean}
 
   mesh = parallel.make_mesh(jax.devices()[:1])
-  model = models.build_model(config.model)
+  model = platforms.model_for(config.model, jax.devices())
   optimizer = optax.adam(_LR)
   state = parallel.replicate(state_lib.create_train_state(
       model, optimizer, config.patch_size, jax.random.key(1)), mesh)

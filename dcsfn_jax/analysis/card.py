@@ -27,9 +27,10 @@ How each figure is counted
          nn.Modules only, so functional ops (pooling, resizes, GRU gates,
          residual adds) count nothing.
   Memory XLA's memory analysis of the compiled value_and_grad of the loss
-         for one batch on one default device, with the model config as given
-         (scan_blocks=True: blocks in a rematerialised lax.scan). The
-         optimiser's state and update are not included.
+         for one batch on one default device, with the model config resolved
+         for that device's platform ('auto' remat: True; scan_blocks=True:
+         blocks in a rematerialised lax.scan). The optimiser's state and
+         update are not included.
 
 Pure computation: no I/O, nothing of training/ imported (the loss is given).
 """
@@ -44,8 +45,8 @@ from jax.extend import core as jax_core
 import jax.numpy as jnp
 import ml_collections
 
-from dcsfn_jax.models import config as config_lib
-from dcsfn_jax.models import dcsfn
+from dcsfn_jax import models
+from dcsfn_jax import platforms
 from dcsfn_jax.models import stacking
 
 # derain-toolbox configs/dcsfn/README.md, "Network Complexity": get_flops.py
@@ -64,18 +65,20 @@ _MODULE_ORDER = ('convert', 'encoder', 'rec1', 'rec2', 'fusion', 'decoder',
                  'merge')
 
 
-def _model(model_config, **changes):
+def _model(model_config, platform, **changes):
+  """(config, DCSFN): `model_config` with `changes`, resolved for
+  `platform`."""
   config = ml_collections.ConfigDict(model_config).copy_and_resolve_references()
   for field, value in changes.items():
     config[field] = value
-  config_lib.validate(config)
-  return config, dcsfn.DCSFN(ml_collections.FrozenConfigDict(config))
+  config = platforms.resolve_model_config(config, platform)
+  return config, models.build_model(config)
 
 
 def abstract_params(model_config) -> dict:
   """Parameter shapes (checkpoint layout) from `jax.eval_shape`; no init."""
-  _, model = _model(model_config)
-  size = dcsfn.minimum_size(model_config)  # the shapes do not depend on it
+  _, model = _model(model_config, 'cpu')  # Same shapes on every platform.
+  size = models.minimum_size(model_config)  # the shapes do not depend on it
   images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   return jax.eval_shape(model.init, jax.random.key(0), images)['params']
 
@@ -168,10 +171,11 @@ def forward_cost(model_config, height: int = 256, width: int = 256, *,
   params = jax.eval_shape(stacking.unstack_blocks, dict(params))
   images = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
   result = {'height': height, 'width': width, 'channels': 3, 'batch': 1,
-            'padded_to_minimum': min(height, width) < dcsfn.minimum_size(
+            'padded_to_minimum': min(height, width) < models.minimum_size(
                 model_config)}
   with jax.default_device(_cpu_device()):
-    _, model = _model(model_config, scan_blocks=False, conv_impl='xla')
+    _, model = _model(model_config, 'cpu', scan_blocks=False,
+                      conv_impl='xla')
     traced = jax.jit(lambda p, x: model.apply({'params': p}, x)).trace(
         params, images)
     totals = dict.fromkeys(('conv_macs', 'matmul_macs', 'conv_outputs',
@@ -183,7 +187,8 @@ def forward_cost(model_config, height: int = 256, width: int = 256, *,
                   bytes_accessed=int(analysis.get('bytes accessed', 0)))
     if scanned_too:
       stacked = jax.eval_shape(stacking.stack_blocks, params)
-      _, scanned = _model(model_config, scan_blocks=True, conv_impl='xla')
+      _, scanned = _model(model_config, 'cpu', scan_blocks=True,
+                          conv_impl='xla')
       lowered = jax.jit(lambda p, x: scanned.apply({'params': p}, x)).lower(
           stacked, images)
       result['xla_flops_scanned_graph'] = int(
@@ -207,7 +212,9 @@ def train_memory(model_config, batch_size: int, patch_size: int,
     workspace), arguments (params + batch) and outputs (loss + gradients), or
     None when the backend gives no memory analysis.
   """
-  config, model = _model(model_config)
+  device = jax.devices()[0]  # where jit compiles by default
+  platform = platforms.platform_of([device])
+  config, model = _model(model_config, platform)
   params = abstract_params(config) if params is None else params
   params = jax.eval_shape(
       lambda p: stacking.runtime_layout(stacking.unstack_blocks(p), config),
@@ -225,13 +232,11 @@ def train_memory(model_config, batch_size: int, patch_size: int,
   stats = compiled.memory_analysis()
   if stats is None:
     return None
-  device = jax.devices()[0]
   return {'batch_size': batch_size, 'patch_size': patch_size,
           'scan_blocks': bool(config.scan_blocks),
-          'remat': bool(config.scan_blocks) and config.remat is not False,
-          'dtype': config.dtype,
-          'conv_impl': config_lib.resolved_conv_impl(config),
-          'backend': jax.default_backend(), 'device': device.device_kind,
+          'remat': bool(config.scan_blocks) and config.remat,
+          'dtype': config.dtype, 'conv_impl': config.conv_impl,
+          'backend': platform, 'device': device.device_kind,
           'temp_bytes': int(stats.temp_size_in_bytes),
           'argument_bytes': int(stats.argument_size_in_bytes),
           'output_bytes': int(stats.output_size_in_bytes),
@@ -240,7 +245,7 @@ def train_memory(model_config, batch_size: int, patch_size: int,
 
 def toolbox_reference(model_config, height: int, width: int) -> Optional[dict]:
   """derain-toolbox's published figures when they describe this network."""
-  official = config_lib.preset('official')
+  official = models.preset('official')
   unit = model_config.recurrent_unit
   if (any(model_config[f] != official[f] for f in _ARCHITECTURE_FIELDS)
       or unit not in TOOLBOX_REFERENCE or (height, width) != TOOLBOX_SIZE):

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcsfn_jax import models
 from dcsfn_jax import parallel
+from dcsfn_jax import platforms
 from dcsfn_jax.inference import ensemble
 
 # Bucket sides in units of the model's minimum size: every integer up to 4,
@@ -92,7 +92,7 @@ class Runner:
     self.batch_size = devices * max(1, math.ceil((batch_size or devices)
                                                  / devices))
     if split_rows is None:
-      split_rows = self.mesh.devices.flat[0].platform != 'cpu'
+      split_rows = platforms.platform_of(self.mesh.devices.flat) != 'cpu'
     self.split_rows = split_rows and devices > 1
     self.compilations = 0
 
@@ -205,8 +205,11 @@ def _is_lone_image(batch):
 
 def forward_fn(model_config, self_ensemble=False):
   """(params, {'rainy': [B, H, W, 3]}) -> {'derained': [B, H, W, 3]}; with
-  `self_ensemble` the mean over the 8 flips and rotations (`ensemble`)."""
-  model = models.build_model(model_config)
+  `self_ensemble` the mean over the 8 flips and rotations (`ensemble`).
+
+  The model is resolved for this process's devices, which `Runner` runs on.
+  """
+  model = platforms.model_for(model_config, jax.local_devices())
 
   def forward(params, batch):
     derain = lambda images: model.apply({'params': params}, images)

@@ -7,7 +7,6 @@ field, so ablations are one-field edits of a preset.
 from __future__ import annotations
 
 from absl import logging
-import jax
 import ml_collections
 
 PRESETS = ('official', 'paper')
@@ -42,29 +41,22 @@ def _base() -> ml_collections.ConfigDict:
   config.scan_blocks = True
   # Whether the scanned blocks' backward pass recomputes their internals
   # (True) or keeps them from the forward pass (False: no recompute, about
-  # 5x the activation memory). 'auto' is resolved by the trainer
-  # (`training.memory`: by config.remat_budget_gb on accelerators, True on
-  # CPU hosts); a model applied as it is rematerialises. Unrolled blocks
-  # never do.
+  # 5x the activation memory). Unrolled blocks never recompute. 'auto' names
+  # no choice yet: the caller resolves it before build_model
+  # (`dcsfn_jax.platforms`; the trainer by config.remat_budget_gb on
+  # accelerators, True on CPU hosts).
   config.remat = ml_collections.FieldReference('auto', field_type=object)
   # How convs and their gradients are computed; same parameters, same values
   # up to float rounding. 'xla': lax.conv_general_dilated, autodiff's
   # gradients; 'cpu': dcsfn_jax.models.cpu_conv, whose gradients XLA:CPU runs
-  # fast inside the block scan; 'auto': 'cpu' if jax.default_backend() is
-  # 'cpu' when the model is traced, else 'xla' (`resolved_conv_impl`). So a
-  # computation placed or lowered for another platform than the default one
-  # gets the default's choice; lax.platform_dependent would choose when
-  # lowering, but it traces both implementations, which more than doubled the
-  # training step's trace time (benchmarks/RESULTS.md, 2026-12-01).
+  # fast inside the block scan (it runs transposed-layout conv gradients
+  # slowly inside loops). 'auto' names no choice yet: the caller resolves it
+  # for the platform the model will run on, 'cpu' there if it is a CPU, else
+  # 'xla' (`dcsfn_jax.platforms.resolve_model_config`). The choice is made
+  # from the target devices rather than when tracing, because a program may
+  # be lowered for another platform than the host's.
   config.conv_impl = 'auto'
   return config
-
-
-def resolved_conv_impl(config) -> str:
-  """config.conv_impl with 'auto' resolved for jax.default_backend()."""
-  if config.conv_impl != 'auto':
-    return config.conv_impl
-  return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
 
 
 def preset(name: str) -> ml_collections.ConfigDict:
@@ -125,6 +117,18 @@ def validate(config) -> None:
            f'conv_impl={config.conv_impl!r} must be one of {CONV_IMPLS}.')
   _require(config.remat == 'auto' or isinstance(config.remat, bool),
            f'remat={config.remat!r} must be one of {REMAT_CHOICES}.')
+
+
+def validate_resolved(config) -> None:
+  """validate(), and raises ValueError unless conv_impl and remat are chosen
+  ('auto' resolved for the target platform)."""
+  validate(config)
+  auto = [field for field in ('conv_impl', 'remat') if config[field] == 'auto']
+  _require(not auto,
+           f"{' and '.join(f'{field}=auto' for field in auto)} must be "
+           'resolved for the target platform before build_model: pass the '
+           'config through dcsfn_jax.platforms.resolve_model_config(config, '
+           'platforms.platform_of(devices)).')
 
 
 def replaced(config, **fields) -> ml_collections.ConfigDict:

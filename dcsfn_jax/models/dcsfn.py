@@ -35,20 +35,26 @@ The two agree whenever the sizes are multiples of 4.
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from dcsfn_jax.models import layers
-from dcsfn_jax.models.config import resolved_conv_impl
 from dcsfn_jax.models.dense import DenseDecoder, DenseEncoder
+from dcsfn_jax.models.icb import InnerScaleConnectionBlock
 from dcsfn_jax.models.recurrent import CELLS
 
 BRANCH_SCALES = (1, 2, 4)
 
 
 def minimum_size(config) -> int:
-  """Smallest side the network runs on natively (smaller inputs are padded)."""
+  """Smallest side the network runs on natively (smaller inputs are padded).
+
+  config: a model config or a DCSFN (reads num_scales and single).
+  """
   coarsest_pool = 2 ** (config.num_scales - 1)
   return coarsest_pool if config.single else 4 * coarsest_pool
 
@@ -69,8 +75,28 @@ def _resize_state(state, height: int, width: int):
 
 
 class DCSFN(nn.Module):
-  """DCSFN derainer; see the module docstring for inputs, sizes and features."""
-  config: object  # FrozenConfigDict, see dcsfn_jax.models.config.
+  """DCSFN derainer; see the module docstring for inputs, sizes and features.
+
+  The fields are the model config's (`dcsfn_jax.models.config`, which says
+  what each does), typed, with conv_impl as the conv factory it names
+  (`layers.CONVS`); `dcsfn_jax.models.build_model` maps a config onto them.
+  """
+  channels: int
+  num_blocks: int
+  num_scales: int
+  convs_per_scale: int
+  conv_groups: int
+  inner_scale_connection: bool
+  dense_connection: bool
+  skip_connection: bool
+  cross_scale: bool
+  single: bool
+  recurrent_unit: str
+  channel_order: str
+  dtype: DTypeLike
+  scan_blocks: bool
+  remat: bool
+  conv: layers.ConvFactory
 
   def _record(self, name: str, value) -> None:
     # Not during init, so that init returns parameters only.
@@ -78,15 +104,39 @@ class DCSFN(nn.Module):
       self.sow('intermediates', name, value)
 
   def _conv(self, features, kernel_size, in_features, name):
-    return layers.conv(features, kernel_size, in_features=in_features,
-                       conv_impl=resolved_conv_impl(self.config),
-                       dtype=jnp.dtype(self.config.dtype), name=name)
+    return self.conv(features, kernel_size, in_features=in_features,
+                     dtype=self.dtype, name=name)
+
+  def _cell(self, name: str) -> nn.Module:
+    return CELLS[self.recurrent_unit](channels=self.channels,
+                                      dtype=self.dtype, conv=self.conv,
+                                      name=name)
+
+  def _dense_stack(self, stack, name: str, **fields) -> nn.Module:
+    """A DenseEncoder or DenseDecoder of this network's blocks."""
+    block = functools.partial(
+        InnerScaleConnectionBlock, channels=self.channels,
+        num_scales=self.num_scales, convs_per_scale=self.convs_per_scale,
+        conv_groups=self.conv_groups,
+        inner_scale_connection=self.inner_scale_connection, dtype=self.dtype,
+        conv=self.conv)
+    return stack(channels=self.channels, num_blocks=self.num_blocks,
+                 dense_connection=self.dense_connection, block=block,
+                 scan_blocks=self.scan_blocks, remat=self.remat,
+                 dtype=self.dtype, conv=self.conv, name=name, **fields)
+
+  def _encoder(self, name: str) -> nn.Module:
+    return self._dense_stack(DenseEncoder, name)
+
+  def _decoder(self, name: str) -> nn.Module:
+    return self._dense_stack(DenseDecoder, name,
+                             skip_connection=self.skip_connection)
 
   def _fuse(self, pass_index: int, first, second):
     """fusion_{p}_2_1 on the hidden maps (and fusion_{p}_2_2 on LSTM cells)."""
     if first is None:  # The stateless 'Conv' unit has nothing to fuse.
       return None
-    channels = self.config.channels
+    channels = self.channels
     fuse = lambda part, a, b: layers.leaky_relu(self._conv(
         channels, 1, 2 * channels, f'fusion_{pass_index}_2_{part}')(
             jnp.concatenate([a, b], axis=-1)))
@@ -96,24 +146,22 @@ class DCSFN(nn.Module):
 
   def _cross_scale(self, encoded):
     """Two recurrent passes over the branches {1: e1, 2: e2, 4: e4}."""
-    config = self.config
-    cell = CELLS[config.recurrent_unit]
-    lstm = config.recurrent_unit == 'LSTM'
+    lstm = self.recurrent_unit == 'LSTM'
     size = {s: encoded[s].shape[1:3] for s in BRANCH_SCALES}
 
     # Pass 1, coarse to fine.
-    a4, h4 = cell(config, name='rec1_4')(encoded[4], None)
+    a4, h4 = self._cell('rec1_4')(encoded[4], None)
     h4_half = _resize_state(h4, *size[2])
-    a2, h2 = cell(config, name='rec1_2')(encoded[2], h4_half)
+    a2, h2 = self._cell('rec1_2')(encoded[2], h4_half)
     h4_full = _resize_state(h4_half if lstm else h4, *size[1])
-    a1, _ = cell(config, name='rec1_1')(
+    a1, _ = self._cell('rec1_1')(
         encoded[1], self._fuse(1, _resize_state(h2, *size[1]), h4_full))
     # Pass 2, fine to coarse (nearest resize down, not pooling).
-    b1, g1 = cell(config, name='rec2_1')(a1, None)
+    b1, g1 = self._cell('rec2_1')(a1, None)
     g1_half = _resize_state(g1, *size[2])
-    b2, g2 = cell(config, name='rec2_2')(a2, g1_half)
+    b2, g2 = self._cell('rec2_2')(a2, g1_half)
     g1_quarter = _resize_state(g1_half if lstm else g1, *size[4])
-    b4, _ = cell(config, name='rec2_4')(
+    b4, _ = self._cell('rec2_4')(
         a4, self._fuse(2, g1_quarter, _resize_state(g2, *size[4])))
     for s, value in zip(BRANCH_SCALES, (a1, a2, a4)):
       self._record(f'cross_pass1_scale{s}', value)
@@ -122,40 +170,37 @@ class DCSFN(nn.Module):
     return {1: b1, 2: b2, 4: b4}
 
   def _rain_multi_scale(self, converted):
-    config = self.config
     encoded, skips = {}, {}
     for s in BRANCH_SCALES:
-      encoded[s], skips[s] = DenseEncoder(config, name=f'encoder_scale{s}')(
+      encoded[s], skips[s] = self._encoder(f'encoder_scale{s}')(
           layers.max_pool(converted, s))
       self._record(f'encoded_scale{s}', encoded[s])
       self._record(f'skip_features_scale{s}', skips[s])
-    crossed = self._cross_scale(encoded) if config.cross_scale else encoded
+    crossed = self._cross_scale(encoded) if self.cross_scale else encoded
     decoded = []
     for s in BRANCH_SCALES:
-      out = DenseDecoder(config, name=f'decoder_scale{s}')(crossed[s], skips[s])
+      out = self._decoder(f'decoder_scale{s}')(crossed[s], skips[s])
       self._record(f'decoded_scale{s}', out)
       decoded.append(layers.resize_like(out, converted))
     merged = jnp.concatenate(decoded, axis=-1)
     return layers.leaky_relu(self._conv(
-        3, 1, len(BRANCH_SCALES) * config.channels, 'merge_conv1x1')(merged))
+        3, 1, len(BRANCH_SCALES) * self.channels, 'merge_conv1x1')(merged))
 
   def _rain_single_scale(self, converted):
-    config = self.config
-    encoded, skips = DenseEncoder(config, name='encoder')(converted)
+    encoded, skips = self._encoder('encoder')(converted)
     self._record('encoded', encoded)
     self._record('skip_features', skips)
-    decoded = DenseDecoder(config, name='decoder')(encoded, skips)
+    decoded = self._decoder('decoder')(encoded, skips)
     self._record('decoded', decoded)
-    return layers.leaky_relu(self._conv(3, 1, config.channels, 'merge_conv1x1')(
+    return layers.leaky_relu(self._conv(3, 1, self.channels, 'merge_conv1x1')(
         decoded))
 
   def _rain_network_order(self, images):
     """R for images in the network's channel order, at a runnable size."""
-    config = self.config
     converted = layers.leaky_relu(
-        self._conv(config.channels, 3, 3, 'convert')(images))
+        self._conv(self.channels, 3, 3, 'convert')(images))
     self._record('converted', converted)
-    if config.single:
+    if self.single:
       merged = self._rain_single_scale(converted)
     else:
       merged = self._rain_multi_scale(converted)
@@ -171,9 +216,9 @@ class DCSFN(nn.Module):
           f'DCSFN expects images shaped [batch, height, width, 3]; got '
           f'{images.shape}.')
     height, width = images.shape[1:3]
-    bgr = self.config.channel_order == 'bgr'
+    bgr = self.channel_order == 'bgr'
     network_input = images[..., ::-1] if bgr else images
-    size = minimum_size(self.config)
+    size = minimum_size(self)
     network_input = _pad_axis(_pad_axis(network_input, 1, size), 2, size)
     rain = self._rain_network_order(network_input)[:, :height, :width]
     return rain[..., ::-1] if bgr else rain

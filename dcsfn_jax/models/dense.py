@@ -2,35 +2,55 @@
 
 Parameters are per block (block_{i}, conv1x1_{i}), matching the released
 state_dict, or stacked (`stacking.stack_blocks`; what the trainer holds).
-With `scan_blocks` (the default) the forward pass stacks them if needed and
-runs the blocks as one `lax.scan` (`dense_scan`, whose VJP recomputes each
-block's internals unless config.remat is False); it compiles in seconds,
-where the unrolled graph (used by `model.init` and with scan_blocks=False)
-takes minutes for the official preset.
+With `scan_blocks` the forward pass stacks them if needed and runs the
+blocks as one `lax.scan` (`dense_scan`, whose VJP recomputes each block's
+internals unless `remat` is False); it compiles in seconds, where the
+unrolled graph (used by `model.init` and without scan_blocks) takes minutes
+for the official preset.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from dcsfn_jax.models import dense_scan
 from dcsfn_jax.models import layers
 from dcsfn_jax.models import stacking
-from dcsfn_jax.models.config import resolved_conv_impl
-from dcsfn_jax.models.icb import InnerScaleConnectionBlock
 
 
 class _DenseStack(nn.Module):
   """L blocks; with the dense connection, block i's output is fused with every
   earlier block output and the stack input by conv1x1_{i} ((i+2)C -> C, LReLU).
+
+  Attributes:
+    channels: C.
+    num_blocks: L.
+    dense_connection: fuse with conv1x1_{i} (False: block outputs chain).
+    block: () -> the block module, [B, H, W, C] -> [B, H, W, C] (an
+      `icb.InnerScaleConnectionBlock` with its fields bound).
+    scan_blocks: run the blocks as one lax.scan over stacked parameters.
+    remat: with scan_blocks, recompute each block's internals in the
+      backward pass instead of keeping them.
+    dtype: compute dtype; parameters are float32.
+    conv: the conv factory of the fusions (`layers.ConvFactory`).
   """
-  config: object
+  channels: int
+  num_blocks: int
+  dense_connection: bool
+  block: Callable[..., nn.Module]
+  scan_blocks: bool
+  remat: bool
+  dtype: DTypeLike
+  conv: layers.ConvFactory
 
   def _run(self, x: jax.Array, skip_features: jax.Array | None):
     if self.is_initializing():
       return self._run_unrolled(x, skip_features)
-    if self.config.scan_blocks:
+    if self.scan_blocks:
       return self._run_scanned(x, skip_features)
     if stacking.STACKED_BLOCKS in self.variables['params']:
       raise ValueError(
@@ -39,45 +59,41 @@ class _DenseStack(nn.Module):
     return self._run_unrolled(x, skip_features)
 
   def _run_unrolled(self, x, skip_features):
-    config = self.config
+    channels = self.channels
     concatenated = [x]
     out = x
     block_outputs = []
-    for i in range(config.num_blocks):
+    for i in range(self.num_blocks):
       block_input = out if skip_features is None else out + skip_features[i]
-      block_output = InnerScaleConnectionBlock(config, name=f'block_{i}')(
-          block_input)
+      block_output = self.block(name=f'block_{i}')(block_input)
       block_outputs.append(block_output)
-      if config.dense_connection:
+      if self.dense_connection:
         concatenated.append(block_output)
-        out = layers.leaky_relu(layers.conv1x1(
-            config.channels, in_features=(i + 2) * config.channels,
-            conv_impl=resolved_conv_impl(config),
-            dtype=jnp.dtype(config.dtype), name=f'conv1x1_{i}')(
-                jnp.concatenate(concatenated, axis=-1)))
+        out = layers.leaky_relu(self.conv(
+            channels, 1, in_features=(i + 2) * channels, dtype=self.dtype,
+            name=f'conv1x1_{i}')(jnp.concatenate(concatenated, axis=-1)))
       else:
         out = block_output
     return out, jnp.stack(block_outputs)
 
   def _run_scanned(self, x, skip_features):
-    config = self.config
     params = dict(self.variables['params'])
     if stacking.STACKED_BLOCKS not in params:
       params = stacking.stack_blocks(params)
     block_params = params[stacking.STACKED_BLOCKS]
-    block = InnerScaleConnectionBlock(config)
+    block = self.block()
     apply_block = lambda p, h: block.apply({'params': p}, h)
-    if config.dense_connection:
+    if self.dense_connection:
       return dense_scan.dense_scan(
-          apply_block, config.remat is False, jnp.dtype(config.dtype), x,
+          apply_block, not self.remat, jnp.dtype(self.dtype), x,
           block_params, params[stacking.DENSE_FUSION], skip_features)
 
     run_block = apply_block
-    if config.remat is not False:
+    if self.remat:
       # The backward pass recomputes each block's internals instead of
       # keeping them for all L steps.
       run_block = jax.checkpoint(apply_block, prevent_cse=False)
-    steps = jnp.arange(config.num_blocks)
+    steps = jnp.arange(self.num_blocks)
 
     def body(out, inputs):
       p, skip, _ = inputs
@@ -104,11 +120,11 @@ class DenseDecoder(_DenseStack):
   """(x [B, H, W, C], skip_features [L, B, H, W, C]) -> out [B, H, W, C].
 
   Block i sees out + skip_features[i] (the encoder's block i, not mirrored);
-  without the skip connection it sees out alone.
+  without `skip_connection` it sees out alone.
   """
+  skip_connection: bool
 
   @nn.compact
   def __call__(self, x: jax.Array, skip_features: jax.Array) -> jax.Array:
-    out, _ = self._run(
-        x, skip_features if self.config.skip_connection else None)
+    out, _ = self._run(x, skip_features if self.skip_connection else None)
     return out

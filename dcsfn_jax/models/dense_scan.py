@@ -14,10 +14,10 @@ fusion kernels' gradient is one product of the final F and G. Each block's
 own VJP is recomputed from its input (rematerialisation), or, with
 `keep_activations`, taken from the forward pass.
 
-Against autodiff of a partial-sum accumulator (the previous form, whose
-gradient needed only t_k), the forward pass reads F once per step instead of
-reading and writing L partial sums, and the backward pass writes nothing
-wide per step.
+A partial-sum accumulator (one running sum per later fusion, whose
+gradient needs only t_k) would read and write L partial sums at every step;
+this scan reads F once per step, and its backward pass writes nothing wide
+per step.
 """
 from __future__ import annotations
 

@@ -7,10 +7,12 @@ for kernel and bias, so training from scratch starts from the same distribution.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 import numpy as np
 
 from dcsfn_jax.models import cpu_conv
@@ -31,28 +33,35 @@ def _uniform_fan_in(fan_in: int):
   return init
 
 
-# Resolved conv_impl (dcsfn_jax.models.config) -> nn.Conv's conv function.
-CONV_FUNCTIONS = {'xla': jax.lax.conv_general_dilated,
-                  'cpu': cpu_conv.conv_general_dilated}
+# What the modules take as their `conv` field: (features, kernel_size, *,
+# in_features, name, groups=1, dtype) -> nn.Module, `conv` or a value of
+# CONVS. The caller chooses the implementation; no module reads the platform.
+ConvFactory = Callable[..., nn.Module]
 
 
 def conv(features: int, kernel_size: int, *, in_features: int, name: str,
-         conv_impl: str, groups: int = 1, dtype=jnp.float32) -> nn.Conv:
+         groups: int = 1, dtype: DTypeLike = jnp.float32,
+         conv_general_dilated: Callable = jax.lax.conv_general_dilated
+         ) -> nn.Conv:
   """A torch-initialised `nn.Conv` (kernel HWIO, bias), 'same' zero padding.
 
-  conv_impl: 'xla' or 'cpu' (a key of CONV_FUNCTIONS), the model config's
-  field as `dcsfn_jax.models.config.resolved_conv_impl` resolves it.
+  conv_general_dilated: how the conv and its gradients are computed, with
+  `lax.conv_general_dilated`'s signature; parameters are the same for any.
   """
   fan_in = in_features // groups * kernel_size * kernel_size
   return nn.Conv(
       features, (kernel_size, kernel_size), padding=(kernel_size - 1) // 2,
       feature_group_count=groups, dtype=dtype, param_dtype=jnp.float32,
       kernel_init=_uniform_fan_in(fan_in), bias_init=_uniform_fan_in(fan_in),
-      conv_general_dilated=CONV_FUNCTIONS[conv_impl], name=name)
+      conv_general_dilated=conv_general_dilated, name=name)
 
 
-conv3x3 = functools.partial(conv, kernel_size=3)
-conv1x1 = functools.partial(conv, kernel_size=1)
+# The model config's conv_impl -> the conv factory the modules get: 'xla'
+# differentiates lax.conv_general_dilated; 'cpu' uses `cpu_conv`, whose
+# gradients XLA:CPU runs fast inside the block scan.
+CONVS = {'xla': conv,
+         'cpu': functools.partial(
+             conv, conv_general_dilated=cpu_conv.conv_general_dilated)}
 
 
 def max_pool(x: jax.Array, factor: int) -> jax.Array:

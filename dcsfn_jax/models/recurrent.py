@@ -11,19 +11,21 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from dcsfn_jax.models import layers
-from dcsfn_jax.models.config import resolved_conv_impl
 
 
 class _Cell(nn.Module):
-  config: object
+  """Attributes: channels (C of x and the state), dtype (compute dtype) and
+  conv (`layers.ConvFactory`); every conv is 3x3, C -> C."""
+  channels: int
+  dtype: DTypeLike
+  conv: layers.ConvFactory
 
   def _conv(self, name: str, x: jax.Array) -> jax.Array:
-    channels = self.config.channels
-    return layers.conv3x3(channels, in_features=channels,
-                          conv_impl=resolved_conv_impl(self.config),
-                          dtype=jnp.dtype(self.config.dtype), name=name)(x)
+    return self.conv(self.channels, 3, in_features=self.channels,
+                     dtype=self.dtype, name=name)(x)
 
 
 class GRUCell(_Cell):

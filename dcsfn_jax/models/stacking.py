@@ -150,6 +150,7 @@ def unstack_blocks(tree):
 def runtime_layout(tree, model_config):
   """`tree` (params, or a state holding them) in the layout `model_config`'s
   forward pass runs on directly: stacked with scan_blocks, else per block.
+  model_config: a model config or a DCSFN (reads scan_blocks).
 
   The trainer keeps its params and Adam moments this way, and inference
   stacks once instead of at every call.

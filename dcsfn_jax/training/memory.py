@@ -14,25 +14,27 @@ import jax.numpy as jnp
 import ml_collections
 
 from dcsfn_jax import models
+from dcsfn_jax import platforms
 from dcsfn_jax.training import state as state_lib
 
 
-def activation_bytes(config, images_per_device):
+def activation_bytes(config, images_per_device, platform):
   """Bytes autodiff keeps from the forward pass for the backward pass of one
-  device's micro-batch of config.patch_size^2 patches, for config.model as it
-  stands (remat True, False or 'auto' = True).
+  device's micro-batch of config.patch_size^2 patches, for config.model
+  resolved for `platform` (remat True, False or 'auto' = True).
 
   Traced only (`jax.eval_shape` of the VJP's residuals): nothing is compiled
   or allocated. XLA's temporaries of the backward pass come on top.
   """
-  model = models.build_model(config.model)
+  model_config = platforms.resolve_model_config(config.model, platform)
+  model = models.build_model(model_config)
   patch = config.patch_size
   images = jax.ShapeDtypeStruct((images_per_device, patch, patch, 3),
                                 jnp.float32)
 
   def residuals(images):
     params = models.runtime_layout(
-        model.init(jax.random.key(0), images[:1])['params'], config.model)
+        model.init(jax.random.key(0), images[:1])['params'], model_config)
     loss = functools.partial(state_lib.loss_fn, model=model, config=config)
     _, backward = jax.vjp(
         lambda p: loss(p, {'rainy': images, 'clean': images})[0], params)
@@ -48,40 +50,43 @@ def images_per_device(config, device_count):
   return max(1, config.batch_size // device_count // config.grad_accum_steps)
 
 
-def resolve_remat(config, devices=None):
-  """config.model with 'auto' remat resolved, and the reason, one line.
+def resolve_remat(config, devices):
+  """config.model resolved for the platform of `devices` (conv_impl, and
+  remat by the rule below), and the remat choice's reason, one line.
 
-  On accelerators 'auto' is False (keep the activations: no recompute) when
-  the step's estimated activation memory per device without remat fits
-  config.remat_budget_gb, else True. On CPU hosts it is True: there the step
-  is bound by memory traffic, and keeping the activations was no faster on
-  the default device count but took twice the memory (official preset,
-  16 x 64^2 on 2 host devices: 6.0 s and 5.4 GB against 5.9 s and 2.6 GB;
-  benchmarks/RESULTS.md, 2026-12-01). An explicit True or False is kept.
+  On accelerators 'auto' remat is False (keep the activations: no
+  recompute) when the step's estimated activation memory per device without
+  remat fits config.remat_budget_gb, else True. On CPU hosts it is True:
+  there the step is bound by memory traffic, so keeping the activations
+  saves no time and doubles the memory (benchmarks/RESULTS.md). An explicit
+  True or False is kept.
 
   Args:
     config: the training config.
-    devices: the devices the step runs on (default: all).
+    devices: the devices the step runs on, e.g. its mesh's devices.flat.
 
   Returns:
     (model config, message).
   """
+  devices = list(devices)
+  platform = platforms.platform_of(devices)
+  resolved = functools.partial(platforms.resolve_model_config, config.model,
+                               platform)
   if config.model.remat != 'auto':
-    return (models.replaced(config.model),
-            f'remat={config.model.remat} (as configured)')
-  devices = jax.devices() if devices is None else list(devices)
-  if devices[0].platform == 'cpu':
-    return models.replaced(config.model, remat=True), (
+    return resolved(), f'remat={config.model.remat} (as configured)'
+  if platform == 'cpu':
+    return resolved(remat=True), (
         'remat=auto on CPU: rematerialising the blocks (on CPU hosts '
-        'keeping their activations measured no faster, at twice the '
+        'keeping their activations is no faster and takes twice the '
         'memory)')
   probe = ml_collections.ConfigDict(config.to_dict())
   probe.model = models.replaced(config.model, remat=False)
-  estimate = activation_bytes(probe, images_per_device(config, len(devices)))
+  estimate = activation_bytes(probe, images_per_device(config, len(devices)),
+                              platform)
   remat = estimate > config.remat_budget_gb * 1e9
   verdict = ('above it: rematerialising the blocks' if remat
              else 'within it: keeping them, no remat')
-  return models.replaced(config.model, remat=remat), (
+  return resolved(remat=remat), (
       f'remat=auto: the step\'s activations without remat take about '
       f'{estimate / 1e9:.2f} GB per device, budget '
       f'--config.remat_budget_gb={config.remat_budget_gb:g}; {verdict}')

@@ -155,12 +155,12 @@ def restore_or_init(config, workdir, manager, model, optimizer, mesh,
     state, data_state, step = resumed
     logging.info('Resuming from %s step %d.', workdir, step)
     state = state_lib.checkpoint_layout(state)
-    return (parallel.replicate(models.runtime_layout(state, model.config),
+    return (parallel.replicate(models.runtime_layout(state, model),
                                mesh), data_state)
   state = state_lib.create_train_state(model, optimizer, config.patch_size,
                                        jax.random.key(config.seed), ema=ema)
   if init_params is not None:
-    state['params'] = models.runtime_layout(init_params, model.config)
+    state['params'] = models.runtime_layout(init_params, model)
     if ema:
-      state['ema_params'] = models.runtime_layout(init_params, model.config)
+      state['ema_params'] = models.runtime_layout(init_params, model)
   return parallel.replicate(state, mesh), None

@@ -46,7 +46,7 @@ def create_train_state(model, optimizer, patch_size, init_key, *,
   """
   params = models.runtime_layout(
       models.init_params(model, init_key, (1, patch_size, patch_size, 3)),
-      model.config)
+      model)
   state = {'params': params,
            'opt_state': optimizer.init(params),
            'step': jnp.zeros((), jnp.int32)}
@@ -63,7 +63,7 @@ def abstract_train_state(model, optimizer, patch_size, *, ema=False):
                                        jnp.float32))['params']
     state = {'params': params,
              'opt_state': models.unstack_blocks(
-                 optimizer.init(models.runtime_layout(params, model.config))),
+                 optimizer.init(models.runtime_layout(params, model))),
              'step': jnp.zeros((), jnp.int32)}
     if ema:
       state['ema_params'] = params

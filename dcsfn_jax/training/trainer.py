@@ -243,7 +243,8 @@ def _train(config, workdir, stop):
   inputs.check_against_data(config, train_source, eval_source)
   total_steps, schedule = _schedule(config, len(train_source))
   mesh = parallel.make_mesh()
-  model_config, remat_message = memory.resolve_remat(config)
+  model_config, remat_message = memory.resolve_remat(config,
+                                                     mesh.devices.flat)
   logging.info('%s.', remat_message)
   model = models.build_model(model_config)
   optimizer = optax.adam(schedule)
