@@ -163,8 +163,10 @@ def define_weights_flag():
 def loaded_config(example='configs/demo.py'):
   """flags.FLAGS.config; a config file that failed to load (ml_collections
   defers the error to the first use) is one `error:` line."""
+  config = flags.FLAGS.config
   try:
-    config = flags.FLAGS.config
+    # A file that failed to load gives an object whose every use raises.
+    getattr(config, 'keys', None)
   except OSError:
     sys.exit('error: --config names a file that does not exist or does not '
              f'load; the configs are in configs/, e.g. --config {example}.')
