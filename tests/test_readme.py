@@ -32,6 +32,7 @@ SKIPPED = {
     'runs/rain100h': 'needs a trained benchmark run',
     'results/Rain100H': "needs another method's saved results",
     'latest_net': "needs the authors' released weights",
+    '/tmp/dcsfn_official': "needs the authors' released weights, imported",
     'benchmarks/': 'benchmarks run for minutes to hours; their smoke tests '
                    'are in tests/test_model_benchmark_smoke.py',
 }
