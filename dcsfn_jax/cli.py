@@ -10,6 +10,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from dcsfn_jax import compile_cache
+
 # The --weights choices (checkpointing.WEIGHTS) and what they mean.
 _WEIGHTS_HELP = ("ema: the parameters' moving average where the checkpoint "
                  'keeps one (trained with --config.ema_decay > 0), else the '
@@ -60,6 +62,12 @@ def flags_parser(explain=None):
 def define_weights_flag():
   """--weights for the commands that read a project checkpoint."""
   flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], _WEIGHTS_HELP)
+
+
+def define_compile_cache_flag():
+  """--compile_cache, for the commands that compile the model
+  (`compile_cache.enable` reads it)."""
+  flags.DEFINE_string('compile_cache', None, compile_cache.FLAG_HELP)
 
 
 def loaded_config(example='configs/demo.py'):
