@@ -1,8 +1,9 @@
 """The persistent compilation cache: which folder, and switching it on.
 
-A command calls `enable(choice)` once, after its flags are parsed and before
-anything compiles; XLA then loads the programs an earlier run compiled from
-that folder instead of compiling them again. The folder, first that applies:
+Each command that compiles the model (train, evaluate, derain, score) calls
+`enable(flags.FLAGS.compile_cache)` first thing in main(), before anything
+compiles; XLA then loads the programs an earlier run compiled from that
+folder instead of compiling them again. The folder, first that applies:
 
   1. --compile_cache=DIR;
   2. $DCSFN_COMPILE_CACHE=DIR (empty counts as unset);
