@@ -19,6 +19,8 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from dcsfn_jax import compile_cache
+
 # The --weights choices (checkpointing.WEIGHTS) and what they mean.
 _WEIGHTS_HELP = ("ema: the parameters' moving average where the checkpoint "
                  'keeps one (trained with --config.ema_decay > 0), else the '
@@ -158,6 +160,12 @@ def _exit_not_a_config(path, found, example='configs/demo.py'):
 def define_weights_flag():
   """--weights for the commands that read a project checkpoint."""
   flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], _WEIGHTS_HELP)
+
+
+def define_compile_cache_flag():
+  """--compile_cache, for the commands that compile the model
+  (`compile_cache.enable` reads it)."""
+  flags.DEFINE_string('compile_cache', None, compile_cache.FLAG_HELP)
 
 
 def loaded_config(example='configs/demo.py'):

@@ -25,6 +25,7 @@ from absl import app
 from absl import flags
 
 from dcsfn_jax import cli
+from dcsfn_jax import compile_cache
 from dcsfn_jax import models
 from dcsfn_jax import parallel
 from dcsfn_jax import paths
@@ -32,6 +33,7 @@ from dcsfn_jax.inference import derainer
 
 
 def _define_flags():
+  cli.define_compile_cache_flag()
   flags.DEFINE_string('workdir', None, 'Project checkpoint: training '
                       'workdir, step directory or save_pretrained directory.')
   flags.DEFINE_string('torch_checkpoint', None, 'Released PyTorch weights '
@@ -67,6 +69,7 @@ def _define_flags():
 
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
+  compile_cache.enable(flags.FLAGS.compile_cache)  # before any compile
   f = flags.FLAGS
   parallel.use_host_cores()
   cli.errors_only_logging()

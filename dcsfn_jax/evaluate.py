@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 
 from dcsfn_jax import cli
+from dcsfn_jax import compile_cache
 from dcsfn_jax import metrics
 from dcsfn_jax import parallel
 from dcsfn_jax.evaluation import evaluator
@@ -31,6 +32,7 @@ from dcsfn_jax.evaluation import report
 
 
 def _define_flags():
+  cli.define_compile_cache_flag()
   flags.DEFINE_string('workdir', None, 'Training workdir, checkpoint step '
                       'directory or save_pretrained directory.')
   flags.DEFINE_enum('prefer', 'latest', ['latest', 'best'],
@@ -59,6 +61,7 @@ def _define_flags():
 
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
+  compile_cache.enable(flags.FLAGS.compile_cache)  # before any compile
   f = flags.FLAGS
   parallel.use_host_cores()
   cli.errors_only_logging()

@@ -51,6 +51,7 @@ from absl import app
 from absl import flags
 
 from dcsfn_jax import cli
+from dcsfn_jax import compile_cache
 from dcsfn_jax import metrics
 from dcsfn_jax import parallel
 from dcsfn_jax.evaluation import report
@@ -58,6 +59,7 @@ from dcsfn_jax.evaluation import scoring
 
 
 def _define_flags():
+  cli.define_compile_cache_flag()
   flags.DEFINE_string('derained', None, 'Folder of the outputs to score '
                       '(PNG, JPEG, BMP; 8- or 16-bit).')
   flags.DEFINE_string('clean', None, 'Folder of the ground truth (or a '
@@ -83,10 +85,12 @@ def _define_flags():
   flags.adopt_module_key_flags(cli)  # its flags in this command's --help
   flags.mark_flag_as_required('derained')
   flags.mark_flag_as_required('clean')
+  flags.adopt_module_key_flags(cli)  # its flags in this command's --help
 
 
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
+  compile_cache.enable(flags.FLAGS.compile_cache)  # before any compile
   f = flags.FLAGS
   parallel.use_host_cores()
   cli.errors_only_logging()

@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 from dcsfn_jax import checkpointing
 from dcsfn_jax import cli
+from dcsfn_jax import compile_cache
 from dcsfn_jax import data
 from dcsfn_jax import parallel
 from dcsfn_jax import paths
@@ -33,6 +34,7 @@ from dcsfn_jax.training import writer
 
 
 def _define_flags():
+  cli.define_compile_cache_flag()
   config_flags.DEFINE_config_file(
       'config', None, 'Training config file, optionally with a variant: '
       'configs/rain100h.py:paper. Override fields with --config.FIELD=VALUE; '
@@ -49,6 +51,7 @@ def _define_flags():
   flags.DEFINE_integer('process_id', None, 'This process, '
                        '0..num_processes-1 (default $JAX_PROCESS_ID).')
   flags.mark_flags_as_required(['config', 'workdir'])
+  flags.adopt_module_key_flags(cli)  # its flags in this command's --help
 
 
 def _explain(argv, error):
@@ -66,6 +69,7 @@ def _explain(argv, error):
 
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
+  compile_cache.enable(flags.FLAGS.compile_cache)  # before any compile
   config = cli.loaded_config()
   writer.quiet_orbax_logs()
   try:
