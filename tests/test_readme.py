@@ -84,6 +84,16 @@ def _my_photos(folder):
     image.save(folder / name)
 
 
+def test_the_python_snippets_run():
+  snippets = re.findall(r'```python\n(.*?)```', README.read_text(), re.S)
+  assert snippets
+  for snippet in snippets:
+    result = subprocess.run([sys.executable, '-c', snippet], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600,
+                            check=False)
+    assert result.returncode == 0, (snippet, result.stderr[-3000:])
+
+
 def test_every_command_is_run_or_skipped_for_a_stated_reason():
   commands = readme_commands()
   assert any('dcsfn_jax.train --config configs/demo.py' in c
