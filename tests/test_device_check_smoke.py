@@ -73,13 +73,18 @@ def test_device_check_without_pytest_says_what_to_install(tmp_path):
   assert not (tmp_path / 'device_check.json').exists()
 
 
-def test_device_check_on_a_gpu_jax_cannot_see_names_the_cuda_extra(tmp_path):
+def _path_with_a_gpu(tmp_path):
+  """PATH with an nvidia-smi that lists one GPU, whatever the machine has."""
   fake_bin = tmp_path / 'bin'
   fake_bin.mkdir()
   nvidia_smi = fake_bin / 'nvidia-smi'
   nvidia_smi.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H200 (UUID: GPU-0)"\n')
   nvidia_smi.chmod(0o755)
-  path = f'{fake_bin}{os.pathsep}{os.environ["PATH"]}'
+  return f'{fake_bin}{os.pathsep}{os.environ["PATH"]}'
+
+
+def test_device_check_on_a_gpu_jax_cannot_see_names_the_cuda_extra(tmp_path):
+  path = _path_with_a_gpu(tmp_path)
   # No JAX_PLATFORMS (that would choose the CPU on purpose), and no GPU for
   # JAX to see even where there is a real one.
   completed = _run_check(tmp_path, {'PATH': path, 'JAX_PLATFORMS': None,
@@ -93,12 +98,7 @@ def test_device_check_on_a_gpu_jax_cannot_see_names_the_cuda_extra(tmp_path):
 
 
 def test_device_check_runs_on_the_cpu_jax_platforms_chooses(tmp_path):
-  fake_bin = tmp_path / 'bin'
-  fake_bin.mkdir()
-  nvidia_smi = fake_bin / 'nvidia-smi'
-  nvidia_smi.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H200 (UUID: GPU-0)"\n')
-  nvidia_smi.chmod(0o755)
-  path = f'{fake_bin}{os.pathsep}{os.environ["PATH"]}'
+  path = _path_with_a_gpu(tmp_path)
   # A budget that the info phase spends: the later phases are skipped.
   completed = _run_check(tmp_path, {'PATH': path}, '--full', '--budget_s=16')
   assert 'error:' not in completed.stderr, completed.stderr

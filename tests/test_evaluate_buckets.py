@@ -141,6 +141,19 @@ def test_a_single_image_is_split_by_rows_over_the_devices_bit_for_bit(
   np.testing.assert_array_equal(single[0], pair[0])
 
 
+def _record_calls(runner):
+  """([(params, batch)] of each call of runner's jitted step, the step)."""
+  calls = []
+  step = runner._step  # pylint: disable=protected-access
+
+  def recorded(p, batch):
+    calls.append((p, batch))
+    return step(p, batch)
+
+  runner._step = recorded  # pylint: disable=protected-access
+  return calls, step
+
+
 @pytest.mark.parametrize('height', [7, 13, 31])
 def test_a_single_image_with_uneven_rows_is_split_and_equals_one_device(
     tiny_model, height):
@@ -153,14 +166,7 @@ def test_a_single_image_with_uneven_rows_is_split_and_equals_one_device(
   forward = runner_lib.forward_fn(config)
   runner = runner_lib.Runner(forward, split_rows=True)
   placed_params = runner.place(params)
-  calls = []
-  step = runner._step  # pylint: disable=protected-access
-
-  def recorded(p, batch):
-    calls.append((p, batch))
-    return step(p, batch)
-
-  runner._step = recorded  # pylint: disable=protected-access
+  calls, step = _record_calls(runner)
   image = np.random.default_rng(height).random((1, height, 12, 3),
                                                dtype=np.float32)
   odd = runner(placed_params, {'rainy': image})['derained']
@@ -184,14 +190,7 @@ def test_on_cpu_a_single_image_runs_whole_on_the_first_device(tiny_model):
   runner = runner_lib.Runner(forward)
   assert jax.device_count() > 1 and not runner.split_rows
   placed_params = runner.place(params)
-  calls = []
-  step = runner._step  # pylint: disable=protected-access
-
-  def recorded(p, batch):
-    calls.append((p, batch))
-    return step(p, batch)
-
-  runner._step = recorded  # pylint: disable=protected-access
+  calls, step = _record_calls(runner)
   image = np.random.default_rng(3).random((1, 13, 12, 3), dtype=np.float32)
   derained = runner(placed_params, {'rainy': image})['derained']
   (call_params, batch), = calls

@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from dcsfn_jax import checkpointing
-from dcsfn_jax import models
 from dcsfn_jax import platforms
 
 
@@ -23,7 +22,7 @@ def save_checkpoint(directory, model_config, seed=0, **config_fields):
 def save_broken_checkpoint(directory, model_config, value, **config_fields):
   """`save_checkpoint` with one value of one parameter set to `value` (inf
   or nan); returns the parameter's name ('encoder/.../kernel')."""
-  params = models.build_model(model_config).init(
+  params = platforms.model_for(model_config, jax.devices()).init(
       jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   path, leaf = leaves[len(leaves) // 2]

@@ -11,6 +11,7 @@ is the one place that says so.
 """
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -46,6 +47,16 @@ _PTH_MODEL_CONFIG = 'model_config'
 _PTH_CHANNEL_ORDER = 'channel_order'
 # How to install what reading and writing PyTorch files needs.
 _TORCH_EXTRA = "pip install -e '.[torch]'"
+
+
+def _from_torch_extra(module: str, task: str):
+  """Imports `module` (torch or a safetensors module) for `task`, or raises
+  ImportError in one line naming the extra to install."""
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    raise ImportError(f'{task} needs the torch extra (torch and '
+                      f'safetensors): {_TORCH_EXTRA}') from None
 
 
 def _recorded_config(text, path):
@@ -91,11 +102,8 @@ def _refuse_non_finite(state_dict, path):
 
 
 def _read_safetensors(path):
-  try:
-    from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-  except ImportError as error:
-    raise ImportError('reading .safetensors needs the torch extra (torch '
-                      f'and safetensors): {_TORCH_EXTRA}') from error
+  safe_open = _from_torch_extra('safetensors',
+                                'reading .safetensors').safe_open
   try:
     with safe_open(path, framework='numpy') as reader:
       metadata = reader.metadata() or {}
@@ -121,11 +129,7 @@ def _load_reason(error):
 
 
 def _read_pth(path):
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as error:
-    raise ImportError('reading PyTorch checkpoints needs the torch extra '
-                      f'(torch and safetensors): {_TORCH_EXTRA}') from error
+  torch = _from_torch_extra('torch', 'reading PyTorch checkpoints')
   try:
     with warnings.catch_warnings():
       # e.g. "Detected pickle protocol 4": noise about a file refused anyway.
@@ -256,11 +260,8 @@ def _encoder(path: str):
   that is neither .pth nor .safetensors.
   """
   if path.endswith('.safetensors'):
-    try:
-      from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      raise ImportError('writing .safetensors needs the torch extra (torch '
-                        f'and safetensors): {_TORCH_EXTRA}') from None
+    save = _from_torch_extra('safetensors.numpy',
+                             'writing .safetensors').save
 
     def encode(state_dict, model_config):
       return save(state_dict, metadata={
@@ -268,11 +269,7 @@ def _encoder(path: str):
           'channel_order': model_config.channel_order})
     return encode
   if path.endswith('.pth'):
-    try:
-      import torch  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      raise ImportError('writing .pth needs the torch extra (torch and '
-                        f'safetensors): {_TORCH_EXTRA}') from None
+    torch = _from_torch_extra('torch', 'writing .pth')
 
     def encode(state_dict, model_config):
       buffer = io.BytesIO()
