@@ -75,9 +75,17 @@ def _explain(argv, error):
   return None
 
 
-def _command_overrides(argv):
-  """The --config.FIELD=VALUE words of the command line, in order."""
-  return tuple(arg for arg in argv[1:] if arg.startswith('--config.'))
+def _command_overrides():
+  """The --config.FIELD=VALUE words of the command line, in order (absl
+  hands main() only the words it did not parse)."""
+  words, args = [], sys.argv[1:]
+  for index, arg in enumerate(args):
+    if arg.startswith('--config.'):
+      if '=' not in arg and index + 1 < len(args) and not args[
+          index + 1].startswith('-'):
+        arg = f'{arg}={args[index + 1]}'  # --config.FIELD VALUE
+      words.append(arg)
+  return tuple(words)
 
 
 def _share_flags():
@@ -95,7 +103,7 @@ def _share_flags():
   return task_index, num_tasks
 
 
-def _load_study(argv):
+def _load_study():
   study_config = flags.FLAGS.study
   path = config_flags.get_config_filename(flags.FLAGS['study'])
   try:
@@ -104,7 +112,7 @@ def _load_study(argv):
     raise spec_lib.StudyError(
         f'--study {path} does not exist or does not load; the studies are '
         'in configs/studies/, e.g. configs/studies/demo.py.') from None
-  return spec_lib.build(study_config, path, _command_overrides(argv))
+  return spec_lib.build(study_config, path, _command_overrides())
 
 
 def _list(study, workdir, share):
@@ -141,9 +149,10 @@ def _finish(study, workdir):
 
 
 def main(argv):
+  del argv  # cli.flags_parser refuses stray arguments
   cli.warnings_and_errors_logging()
   try:
-    study = _load_study(argv)
+    study = _load_study()
     task_index, num_tasks = _share_flags()
     share = runs_lib.share(runs_lib.all_runs(study), task_index, num_tasks)
     if flags.FLAGS.list:
@@ -177,6 +186,16 @@ def main(argv):
     sys.exit(1)
 
 
+def _refuse_unknown_fields():
+  """The --config.* flags are defined from the command line itself (the
+  training config's fields it names), so a misspelt one fails there:
+  refuse it first, with its did-you-mean."""
+  message = _explain(sys.argv, None)
+  if message:
+    sys.exit(f'error: {message}')
+
+
 if __name__ == '__main__':
+  _refuse_unknown_fields()
   _define_flags()
   app.run(main, flags_parser=cli.flags_parser(_explain))

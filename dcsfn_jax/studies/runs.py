@@ -7,7 +7,10 @@ WORKDIR/claims/VARIANT.seed_N.json  its claim and history (`claims`)
 """
 import dataclasses
 import json
+import os
+import pathlib
 import re
+import tempfile
 
 from dcsfn_jax.studies import claims as claims_lib
 from dcsfn_jax.training import report as training_report
@@ -46,7 +49,15 @@ def folder(workdir, run):
 
 
 def log_path(workdir, run):
-  return workdir / 'logs' / f'{run.variant}.seed_{run.seed}.log'
+  """WORKDIR/logs/VARIANT.seed_N.log; for a URL workdir (gs://), where a
+  trainer's output cannot be appended, the same names under
+  $TMPDIR/dcsfn_study_logs/<the URL's folders>/ on this host."""
+  name = f'{run.variant}.seed_{run.seed}.log'
+  location = os.fspath(workdir)
+  if '://' in location:
+    local = pathlib.Path(tempfile.gettempdir()) / 'dcsfn_study_logs'
+    return local.joinpath(*location.replace('://', '/').split('/')) / name
+  return workdir / 'logs' / name
 
 
 def last_progress(log):
