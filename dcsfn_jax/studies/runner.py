@@ -98,10 +98,10 @@ class Progress:
   and its step; an ETA for this process's share from the runs finished so
   far (this process's, else any recorded in the claims)."""
 
-  def __init__(self, study, workdir, share, out=sys.stdout):
+  def __init__(self, study, workdir, share, out=None):
     self._study, self._workdir, self._share = study, workdir, share
-    self._out = out
-    self._tty = out.isatty()
+    self._out = out or sys.stdout
+    self._tty = self._out.isatty()
     self._durations = []
     self._last = ''
 
