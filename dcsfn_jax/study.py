@@ -164,7 +164,7 @@ def main(argv):
     if flags.FLAGS.report_only:
       _finish(study, workdir)
       return
-    runner.check_data(study, share)
+    runner.check_data(study, share, workdir, task_index)
     # The children enable the cache themselves ($DCSFN_COMPILE_CACHE or
     # the default folder) unless the flag names one.
     outcome = runner.run_share(study, workdir, share, task_index,

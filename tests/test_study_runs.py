@@ -120,3 +120,20 @@ def test_a_rerun_trains_nothing_and_prints_the_table(studied):
   assert '4 runs: 4 done, 0 failed, 0 not finished' in result.stdout
   assert '| full | official | 2 |' in result.stdout
   assert (workdir / 'plots' / 'curves.png').exists()
+
+
+def test_report_only_writes_the_report_and_trains_nothing(studied):
+  study, workdir, _ = studied
+  for name in ('study.md', 'study.csv', 'study.json'):
+    (workdir / name).unlink()
+  claims_before = sorted(p.read_text() for p in (workdir / 'claims').glob(
+      '*.json'))
+  result = subprocess.run(
+      [sys.executable, '-m', 'dcsfn_jax.study', f'--study={study.path}',
+       f'--workdir={workdir}', '--report_only'], capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert '| no_cross | official | 2 |' in (workdir / 'study.md').read_text()
+  assert (workdir / 'study.csv').exists() and (workdir / 'study.json').exists()
+  assert claims_before == sorted(p.read_text() for p in (
+      workdir / 'claims').glob('*.json'))

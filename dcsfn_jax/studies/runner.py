@@ -12,7 +12,7 @@ the claim is released, and the same command resumes. Under SLURM the child
 may also receive the scheduler's SIGTERM itself: SIGINT is another kind of
 signal, so the two together still stop it cleanly.
 """
-import os
+import hashlib
 import signal
 import subprocess
 import sys
@@ -36,10 +36,11 @@ class Stopped(Exception):
     self.exit_code = 128 + signum
 
 
-def check_data(study, share):
+def check_data(study, share, workdir=None, task_index=0):
   """Raises StudyError with train's own message when a dataset of the share
-  is not prepared; builds synthetic_rain once where a config asks for it
-  (the first process to claim the build makes it, the others wait)."""
+  is not prepared. Where a config asks for it (prepare_data), builds
+  synthetic_rain first, once: the process that claims the build makes it
+  (WORKDIR/claims/prepare.DATASET-HASH.json), the others wait for it."""
   seen = set()
   for variant in study.variants:
     if variant.name not in {run.variant for run in share}:
@@ -50,17 +51,42 @@ def check_data(study, share):
       continue
     seen.add(key)
     data_dir = paths.expand(config.data_dir) or None
-    try:
-      data.load_split(config.dataset, config.train_split, data_dir)
-    except data.DatasetNotPreparedError as error:
-      if not config.prepare_data:
-        raise spec_lib.StudyError(str(error)) from None
-      print(f'Preparing {config.dataset} in '
-            f'{config.data_dir or "the default data_dir"}...', flush=True)
-      data.prepare(config.dataset, data_dir=data_dir)
-    except ValueError as error:
-      raise spec_lib.StudyError(f"variant '{variant.name}': {error}") \
-          from None
+    while not _prepared(variant, data_dir):
+      if workdir is None:
+        _prepare(config, data_dir)
+        break
+      folder = hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
+      claim = claims_lib.take(workdir, f'prepare/{config.dataset}-{folder}',
+                              task_index)
+      build = claims_lib.read(claims_lib.path_of(
+          workdir, f'prepare/{config.dataset}-{folder}'))
+      if claim is not None or (build or {}).get('state') == 'done':
+        # Ours to build, or built where this host does not see it (a
+        # node-local data_dir).
+        _prepare(config, data_dir)
+        if claim is not None:
+          claim.finish('done', 'done')
+        break
+      time.sleep(POLL_SECONDS)
+
+
+def _prepared(variant, data_dir):
+  config = variant.config
+  try:
+    data.load_split(config.dataset, config.train_split, data_dir)
+  except data.DatasetNotPreparedError as error:
+    if not config.prepare_data:
+      raise spec_lib.StudyError(str(error)) from None
+    return False
+  except ValueError as error:
+    raise spec_lib.StudyError(f"variant '{variant.name}': {error}") from None
+  return True
+
+
+def _prepare(config, data_dir):
+  print(f'Preparing {config.dataset} in '
+        f'{config.data_dir or "the default data_dir"}...', flush=True)
+  data.prepare(config.dataset, data_dir=data_dir)
 
 
 class _Signals:

@@ -36,6 +36,7 @@ from ml_collections import config_flags
 
 from dcsfn_jax import metrics
 from dcsfn_jax.evaluation import report as evaluation_report
+from dcsfn_jax.studies import claims
 from dcsfn_jax.training import config as config_lib
 
 # Fields that change how a run is carried out or logged but not what it
@@ -321,7 +322,6 @@ def adopt(study, workdir):
   """Records the study in WORKDIR/study_spec.json, or checks it against the
   one recorded there; StudyError naming the difference for another study.
   Seeds and variants added since are recorded too."""
-  from dcsfn_jax.studies import claims  # pylint: disable=g-import-not-at-top
   path = workdir / SPEC_FILE
   current = json.loads(json.dumps(study.identity(), default=str))
   if claims.atomic_create(path, json.dumps(current, indent=1,
