@@ -109,12 +109,11 @@ def _flag_value(value):
 
 def _resolve_path(config_arg, study_path):
   """--config value with its file made absolute: as given from the current
-  folder, else from the project root (the study file's checkout)."""
+  folder, else from the project root (where configs/ is)."""
   file, colon, preset = config_arg.partition(':')
   candidates = [pathlib.Path(os.path.expanduser(file))]
   if not candidates[0].is_absolute():
     candidates.append(_PROJECT_ROOT / file)
-    candidates.append(pathlib.Path(study_path).resolve().parents[2] / file)
   for candidate in candidates:
     if candidate.is_file():
       return f'{candidate.resolve()}{colon}{preset}'
