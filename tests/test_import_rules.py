@@ -3,6 +3,8 @@
   models/, data/ and metrics/ never import training, evaluation, export or
   torch; metrics never imports models; images/ imports no room but metrics;
   models never imports platforms, and platforms imports no room above models;
+  studies/ drives training only through child processes (no jax, models,
+  inference), and no room below it imports it;
   nothing imports an entry module (a `python -m` command) for a library
   function; importing the trainer's entry module defines no flags; one module
   opens image files and one defines which names are images.
@@ -20,11 +22,11 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'dcsfn_jax'
 ENTRY_MODULES = {'dcsfn_jax.train', 'dcsfn_jax.evaluate', 'dcsfn_jax.derain',
                  'dcsfn_jax.import_torch', 'dcsfn_jax.export',
                  'dcsfn_jax.prepare', 'dcsfn_jax.score',
-                 'dcsfn_jax.summary'}
+                 'dcsfn_jax.summary', 'dcsfn_jax.study'}
 
 UPPER_ROOMS = ('dcsfn_jax.training', 'dcsfn_jax.evaluation',
                'dcsfn_jax.inference', 'dcsfn_jax.analysis',
-               'dcsfn_jax.pytorch', 'torch')
+               'dcsfn_jax.pytorch', 'dcsfn_jax.studies', 'torch')
 FORBIDDEN = {
     # The model never chooses for a platform: its callers resolve first.
     'dcsfn_jax.models': UPPER_ROOMS + ('dcsfn_jax.platforms',),
@@ -35,7 +37,14 @@ FORBIDDEN = {
     'dcsfn_jax.metrics': UPPER_ROOMS + ('dcsfn_jax.models',),
     # Running the network on images never depends on scoring it.
     'dcsfn_jax.inference': ('dcsfn_jax.evaluation', 'dcsfn_jax.training',
-                            'dcsfn_jax.analysis'),
+                            'dcsfn_jax.analysis', 'dcsfn_jax.studies'),
+    # A study drives training runs; nothing it drives knows of it.
+    'dcsfn_jax.training': ('dcsfn_jax.studies',),
+    'dcsfn_jax.evaluation': ('dcsfn_jax.studies',),
+    # A study runs the model only through child processes (the commands).
+    'dcsfn_jax.studies': ('dcsfn_jax.models', 'dcsfn_jax.inference',
+                          'dcsfn_jax.parallel', 'dcsfn_jax.platforms',
+                          'dcsfn_jax.pytorch', 'torch', 'jax'),
 }
 
 
@@ -127,7 +136,7 @@ def test_importing_the_entry_modules_defines_no_flags():
   code = ('from absl import flags\n'
           'import dcsfn_jax.train, dcsfn_jax.evaluate, dcsfn_jax.derain\n'
           'import dcsfn_jax.import_torch, dcsfn_jax.export\n'
-          'import dcsfn_jax.prepare\n'
+          'import dcsfn_jax.prepare, dcsfn_jax.study\n'
           'ours = {module: [f.name for f in defined] for module, defined in\n'
           '        flags.FLAGS.flags_by_module_dict().items()\n'
           "        if 'dcsfn_jax' in module}\n"

@@ -61,14 +61,14 @@ def test_ablation_rows_need_the_matching_model_and_show_no_invented_ssim():
   assert len(plain) == 1 and 'Table 1' in plain[0]
   full = {'dense_connection': True, 'skip_connection': True, 'single': False}
   m1 = _published_lines(report.markdown_table(
-      _summary('rain100h', 'test', {**full, 'dense_connection': False}),
+      _summary('rain100h', 'test', {**full, 'skip_connection': False}),
       'x'))
   assert len(m1) == 2
-  assert ('| official | dcsfn_paper, Table 3: ablation M1 (no dense '
-          'connection) (Rain100H) | 27.86 | – | +2.14 | – |') in m1
+  assert ('| official | dcsfn_paper, Table 3: ablation M1 (no skip '
+          'connection) (Rain100H) | 27.86 | 0.898 | +2.14 | +0.002 |') in m1
   m4 = _published_lines(report.markdown_table(
       _summary('rain100h', 'test', full), 'x'))
-  assert any('M4' in line and '| 28.81 | – |' in line for line in m4)
+  assert any('M4' in line and '| 28.81 | 0.904 |' in line for line in m4)
 
 
 def test_no_published_section_without_a_dataset_or_a_matching_row():
@@ -120,8 +120,17 @@ def test_published_results_file_is_well_formed_and_sourced():
       ('Rain100H', 28.81, 0.90, None), ('Rain100L', 38.96, 0.99, None),
       ('Rain1200', 33.19, 0.93, None),
       ('real-world rainy images', None, None, 3.54),
-      ('Rain100H', 27.86, None, None), ('Rain100H', 27.78, None, None),
-      ('Rain100H', 26.89, None, None), ('Rain100H', 28.81, None, None)]
+      # Table 3: M1 no skip, M2 no dense, M3 single, M4 full.
+      ('Rain100H', 27.86, 0.8979, None), ('Rain100H', 27.78, 0.8898, None),
+      ('Rain100H', 26.89, 0.8770, None), ('Rain100H', 28.81, 0.9040, None),
+      # Table 4: inner-scale connection without, with.
+      ('Rain100H', 28.32, 0.9031, None), ('Rain100H', 28.81, 0.9040, None),
+      # Table 5: K = 1, 2, 3, 4.
+      ('Rain100H', 28.34, 0.9006, None), ('Rain100H', 28.35, 0.9007, None),
+      ('Rain100H', 28.81, 0.9040, None), ('Rain100H', 28.59, 0.9036, None),
+      # Table 6: ConvRNN, ConvLSTM, ConvGRU.
+      ('Rain100H', 27.63, 0.9001, None), ('Rain100H', 28.43, 0.9017, None),
+      ('Rain100H', 28.81, 0.9040, None)]
   assert [(n, p, s) for n, p, s, _ in figures['promptrestorer']] == [
       ('Test100', 27.46, 0.887), ('Rain100H', 28.98, 0.887),
       ('Rain100L', 34.70, 0.961), ('Test2800', 30.96, 0.903),
@@ -129,8 +138,14 @@ def test_published_results_file_is_well_formed_and_sourced():
   assert [(n, p, s) for n, p, s, _ in figures['derain_toolbox']] == [
       ('Rain200L', 37.73, 0.983), ('Rain200H', 28.28, 0.895),
       ('Rain800', 26.49, 0.855), ('Rain1200', 31.66, 0.914),
-      ('Rain1400', 30.38, 0.912)]
-  assert any('Tables 4-6' in note for note in published['absent'])
+      ('Rain1400', 30.38, 0.912), ('Rain200H', 27.93, 0.897),
+      ('Rain200H', 27.39, 0.893)]
+  ids = [row['id'] for row in published['rows']]
+  assert len(set(ids)) == len(ids), ids
+  ablations = [row for row in published['rows']
+               if row['table'] in ('Table 3', 'Table 4', 'Table 5',
+                                   'Table 6')]
+  assert all(row['model_config'] for row in ablations)
 
 
 @pytest.mark.parametrize('protocol', ['official', 'y_uint8'])
