@@ -42,6 +42,20 @@ def fast_compiles():
   jax.config.update('jax_disable_most_optimizations', previous)
 
 
+@pytest.fixture(scope='session')
+def official_param_shapes():
+  """The parameter shapes (jax.ShapeDtypeStructs) of the official preset as
+  `model.init` makes them on this host's devices, from `jax.eval_shape`:
+  tracing the full model takes seconds, so it is done once per session."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import platforms  # pylint: disable=g-import-not-at-top
+  model = platforms.model_for(models.preset('official'), jax.devices())
+  return jax.eval_shape(model.init, jax.random.key(0),
+                        jnp.zeros((1, 32, 32, 3)))['params']
+
+
 @pytest.fixture(scope='module')
 def checkpoint_dir(tmp_path_factory, synthetic_data_dir):
   """A save_pretrained checkpoint of a randomly initialised tiny model
