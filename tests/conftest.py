@@ -50,6 +50,32 @@ def fast_compiles():
 
 
 @pytest.fixture(scope='session')
+def _session_compile_cache(tmp_path_factory):
+  """One compilation-cache folder for the whole run, shared by the xdist
+  workers (their temporary folders sit in one per-run folder)."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent
+  return base / 'compile_cache'
+
+
+@pytest.fixture(scope='module')
+def shared_compile_cache(_session_compile_cache):
+  """For one test module whose commands compile the same programs again and
+  again: while it runs, the commands it starts keep every compiled program in
+  one folder shared by the whole run ($DCSFN_COMPILE_CACHE, which each
+  command's main() applies), so a program is compiled once per run. The
+  cache never changes what a program computes (tests/test_compile_cache.py);
+  modules that test the cache, or count compilations, do not use this. Use
+  with `pytestmark = pytest.mark.usefixtures('shared_compile_cache')`."""
+  patch = pytest.MonkeyPatch()
+  patch.setenv('DCSFN_COMPILE_CACHE', os.fspath(_session_compile_cache))
+  patch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  yield _session_compile_cache
+  patch.undo()
+
+
+@pytest.fixture(scope='session')
 def official_param_shapes():
   """The parameter shapes (jax.ShapeDtypeStructs) of the official preset as
   `model.init` makes them on this host's devices, from `jax.eval_shape`:
