@@ -11,8 +11,9 @@ if _FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 
 # The commands enable a persistent compilation cache (dcsfn_jax.compile_cache)
-# in ~/.cache or $XDG_CACHE_HOME; the suite's commands run without one, and
-# the tests of the cache name their own folders.
+# in ~/.cache or $XDG_CACHE_HOME; the suite's commands run without one (or,
+# in the modules that use shared_compile_cache below, with one folder in the
+# run's temporary folder), and the tests of the cache name their own folders.
 os.environ["DCSFN_COMPILE_CACHE"] = "off"
 
 import pytest  # noqa: E402  (the flag above must be set before anything imports JAX)
