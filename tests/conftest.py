@@ -11,11 +11,19 @@ if _FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 
 # The commands enable a persistent compilation cache (dcsfn_jax.compile_cache)
-# in ~/.cache or $XDG_CACHE_HOME; the suite's commands run without one, and
-# the tests of the cache name their own folders.
+# in ~/.cache or $XDG_CACHE_HOME; the suite's commands run without one (or,
+# in the modules that use shared_compile_cache below, with one folder in the
+# run's temporary folder), and the tests of the cache name their own folders.
 os.environ["DCSFN_COMPILE_CACHE"] = "off"
 
 import pytest  # noqa: E402  (the flag above must be set before anything imports JAX)
+
+
+def pytest_collection_modifyitems(items):
+  """Tests marked slow run first, the rest in file order: `-n 2` hands tests
+  to its workers in this order, so a minutes-long test never starts near the
+  end while the other worker has nothing left to run."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 
 @pytest.fixture(scope='session')
@@ -40,6 +48,46 @@ def fast_compiles():
   jax.config.update('jax_disable_most_optimizations', True)
   yield
   jax.config.update('jax_disable_most_optimizations', previous)
+
+
+@pytest.fixture(scope='session')
+def _session_compile_cache(tmp_path_factory):
+  """One compilation-cache folder for the whole run, shared by the xdist
+  workers (their temporary folders sit in one per-run folder)."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent
+  return base / 'compile_cache'
+
+
+@pytest.fixture(scope='module')
+def shared_compile_cache(_session_compile_cache):
+  """For one test module whose commands compile the same programs again and
+  again: while it runs, the commands it starts keep every compiled program in
+  one folder shared by the whole run ($DCSFN_COMPILE_CACHE, which each
+  command's main() applies), so a program is compiled once per run. The
+  cache never changes what a program computes (tests/test_compile_cache.py);
+  modules that test the cache, or count compilations, do not use this. Use
+  with `pytestmark = pytest.mark.usefixtures('shared_compile_cache')`."""
+  patch = pytest.MonkeyPatch()
+  patch.setenv('DCSFN_COMPILE_CACHE', os.fspath(_session_compile_cache))
+  patch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  yield _session_compile_cache
+  patch.undo()
+
+
+@pytest.fixture(scope='session')
+def official_param_shapes():
+  """The parameter shapes (jax.ShapeDtypeStructs) of the official preset as
+  `model.init` makes them on this host's devices, from `jax.eval_shape`:
+  tracing the full model takes seconds, so it is done once per session."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import models  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import platforms  # pylint: disable=g-import-not-at-top
+  model = platforms.model_for(models.preset('official'), jax.devices())
+  return jax.eval_shape(model.init, jax.random.key(0),
+                        jnp.zeros((1, 32, 32, 3)))['params']
 
 
 @pytest.fixture(scope='module')

@@ -122,13 +122,30 @@ class _Runs:
     return outputs, result
 
 
+@pytest.fixture(scope='module')
+def reference_outputs(checkpoint_dir, tmp_path_factory):
+  """reference_outputs(command): the outputs of `command` with the cache
+  off, run once per module (each test compares its own runs with them) in a
+  HOME of its own, where 'off' must have written no cache."""
+  outputs = {}
+
+  def outputs_of(command):
+    if command not in outputs:
+      folder = tmp_path_factory.mktemp(f'reference_{command}')
+      outputs[command], _ = _Runs(command, checkpoint_dir, folder)('off')
+      default_cache = folder / 'home' / '.cache' / 'dcsfn_jax' / 'jax'
+      assert not default_cache.exists(), 'off still wrote a cache'
+    return outputs[command]
+
+  return outputs_of
+
+
 @pytest.mark.parametrize('command', ['evaluate', 'derain'])
 def test_a_second_run_compiles_nothing_and_changes_nothing(
-    command, checkpoint_dir, tmp_path):
+    command, checkpoint_dir, tmp_path, reference_outputs):
   run = _Runs(command, checkpoint_dir, tmp_path)
   default_cache = tmp_path / 'home' / '.cache' / 'dcsfn_jax' / 'jax'
-  reference, _ = run('off')
-  assert not default_cache.exists(), 'off still wrote a cache'
+  reference = reference_outputs(command)
 
   assert run('')[0] == reference  # '': the default folder, under $HOME
   entries = _entries(default_cache)
@@ -158,12 +175,13 @@ def _foreign(entries):
     path.write_bytes(content)
 
 
-@pytest.mark.parametrize('command', ['evaluate', 'derain'])
+@pytest.mark.parametrize('command', [
+    pytest.param('evaluate', marks=pytest.mark.slow), 'derain'])
 def test_corrupt_or_foreign_entries_neither_crash_nor_change_outputs(
-    command, checkpoint_dir, tmp_path):
+    command, checkpoint_dir, tmp_path, reference_outputs):
   run = _Runs(command, checkpoint_dir, tmp_path)
   cache = tmp_path / 'cache'
-  reference, _ = run('off')
+  reference = reference_outputs(command)
   assert run(cache)[0] == reference
   for damage in (_garbage, _truncated, _foreign):
     entries = sorted(cache.glob('*-cache'))
@@ -177,12 +195,11 @@ def test_corrupt_or_foreign_entries_neither_crash_nor_change_outputs(
 
 
 def test_an_unwritable_folder_warns_once_and_runs_without_a_cache(
-    checkpoint_dir, tmp_path):
+    checkpoint_dir, tmp_path, reference_outputs):
   (tmp_path / 'a_file').write_text('not a folder')
   run = _Runs('derain', checkpoint_dir, tmp_path)
-  reference, _ = run('off')
   outputs, result = run('', f'--compile_cache={tmp_path / "a_file" / "c"}')
-  assert outputs == reference
+  assert outputs == reference_outputs('derain')
   warnings = [line for line in result.stderr.splitlines()
               if 'warning' in line.lower()]
   assert len(warnings) == 1 and warnings[0].startswith(

@@ -12,6 +12,10 @@ import pytest
 from dcsfn_jax.evaluation import evaluator
 from dcsfn_jax.images import files as image_files
 
+# Its commands compile the same programs again and again: the first run's are
+# reused (conftest.shared_compile_cache).
+pytestmark = pytest.mark.usefixtures('shared_compile_cache')
+
 
 def test_cli_writes_tables_images_and_panels(checkpoint_dir, tmp_path):
   output = tmp_path / 'report'

@@ -24,6 +24,10 @@ from dcsfn_jax.images import files as image_files
 import cli_checks
 import tiny_models
 
+# Its commands compile the same programs again and again: the first run's are
+# reused (conftest.shared_compile_cache).
+pytestmark = pytest.mark.usefixtures('shared_compile_cache')
+
 
 def _derain(tmp_path, *args):
   return cli_checks.run(tmp_path, 'dcsfn_jax.derain', *args)

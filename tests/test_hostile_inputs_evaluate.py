@@ -9,6 +9,10 @@ import pytest
 from dcsfn_jax.evaluation import evaluator
 import cli_checks
 
+# Its commands compile the same programs again and again: the first run's are
+# reused (conftest.shared_compile_cache).
+pytestmark = pytest.mark.usefixtures('shared_compile_cache')
+
 
 def _evaluate(tmp_path, *args):
   return cli_checks.run(tmp_path, 'dcsfn_jax.evaluate', *args)

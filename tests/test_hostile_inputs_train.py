@@ -23,6 +23,10 @@ from dcsfn_jax.training import trainer
 import cli_checks
 import smoke_config
 
+# Every run compiles the same smoke programs: the first run's are reused
+# (conftest.shared_compile_cache).
+pytestmark = pytest.mark.usefixtures('shared_compile_cache')
+
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _DEMO = _REPO / 'configs' / 'demo.py'
 

@@ -9,6 +9,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_speed_benchmark_smoke_writes_json_for_every_case(tmp_path):
   pytest.importorskip('torch')
   json_out = tmp_path / 'speed.json'

@@ -21,10 +21,8 @@ def _model_and_params(config, seed=0):
   return model, models.init_params(model, jax.random.key(seed), (1, 16, 16, 3))
 
 
-def test_official_preset_stacks_4098_tensors_into_324():
-  model = platforms.model_for(models.preset('official'), jax.devices())
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jnp.zeros((1, 32, 32, 3)))['params']
+def test_official_preset_stacks_4098_tensors_into_324(official_param_shapes):
+  shapes = official_param_shapes
   stacked = jax.eval_shape(models.stack_blocks, shapes)
   assert len(jax.tree.leaves(shapes)) == 4098
   assert len(jax.tree.leaves(stacked)) == 324

@@ -28,6 +28,10 @@ from dcsfn_jax.evaluation import evaluator
 from dcsfn_jax import platforms
 from dcsfn_jax.images import files as image_files
 
+# Its commands compile the same programs again and again: the first run's are
+# reused (conftest.shared_compile_cache).
+pytestmark = pytest.mark.usefixtures('shared_compile_cache')
+
 PROTOCOLS = 'official,y_uint8,y_float'
 
 

@@ -15,6 +15,10 @@ import pytest
 
 import cli_checks
 
+# Every run compiles the same smoke programs: the first run's are reused
+# (conftest.shared_compile_cache).
+pytestmark = pytest.mark.usefixtures('shared_compile_cache')
+
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _DEMO = _REPO / 'configs' / 'demo.py'
 _TIMEOUT_S = 300
@@ -149,6 +153,7 @@ def _stopped_step(stderr):
   return int(lines[0].split()[3].rstrip(';'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_saves_the_step_and_the_same_command_resumes(
     tmp_path, synthetic_data_dir, signum):

@@ -12,8 +12,13 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from dcsfn_jax import checkpointing
+
+# Every run compiles the same smoke programs: the first run's are reused
+# (conftest.shared_compile_cache).
+pytestmark = pytest.mark.usefixtures('shared_compile_cache')
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _TOTAL_STEPS = 24
@@ -60,6 +65,7 @@ def _final_params(workdir, weights='raw'):
   return params
 
 
+@pytest.mark.slow
 def test_sigkill_and_restart_matches_an_uninterrupted_run(
     synthetic_data_dir, tmp_path):
   interrupted = tmp_path / 'interrupted'
