@@ -144,3 +144,16 @@ def test_importing_the_entry_modules_defines_no_flags():
   result = subprocess.run([sys.executable, '-c', code], capture_output=True,
                           text=True, timeout=300, check=True)
   assert result.stdout.strip() == '{}', result.stdout
+
+
+def test_the_jax_commands_never_load_pytorch():
+  # torch is installed beside the project ([torch], test extras) and costs
+  # seconds to import; only the weight converters and the twin need it.
+  code = ('import sys\n'
+          'import dcsfn_jax.train, dcsfn_jax.evaluate, dcsfn_jax.derain\n'
+          'import dcsfn_jax.score, dcsfn_jax.study\n'
+          "print(sorted(name for name in sys.modules if name == 'torch' or\n"
+          "             name.startswith('torch.')))\n")
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, timeout=300, check=True)
+  assert result.stdout.strip() == '[]', result.stdout

@@ -15,10 +15,30 @@ import sys
 from absl import logging
 import jax
 from PIL import Image
-import tensorboardX
 import tqdm
 
 from dcsfn_jax.images import files as image_files
+
+
+def _import_tensorboardx():
+  """tensorboardX, imported as if PyTorch were absent.
+
+  tensorboardX imports torch whenever it is installed (the [torch] and test
+  extras install it), which costs a train process seconds of start-up for
+  nothing: the writer only ever passes it floats and numpy arrays.
+  """
+  if 'torch' in sys.modules:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    return tensorboardX
+  sys.modules['torch'] = None  # `import torch` raises ImportError meanwhile.
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules['torch']
+  return tensorboardX
+
+
+tensorboardX = _import_tensorboardx()
 
 
 class MetricsFileError(ValueError):
