@@ -1,0 +1,247 @@
+"""Compiling the programs for each target, and the table of what came out.
+
+`compile_target` runs every program for one target and returns its rows;
+`table`, `markdown` and the rows themselves (JSON) are what `python -m
+dcsfn_jax.aot` prints and writes. Step times are ESTIMATES (the roofline of
+`analysis`), never measurements.
+"""
+import time
+
+import ml_collections
+
+from dcsfn_jax.compilation import analysis
+from dcsfn_jax.compilation import programs
+from dcsfn_jax.compilation import targets
+from dcsfn_jax.training import config as config_lib
+from dcsfn_jax.training import memory as memory_lib
+
+GB = 1e9
+
+
+def _one_line(error):
+  text = ' '.join(str(error).split())
+  return text if len(text) <= 240 else text[:237] + '...'
+
+
+def check_batch(config, target):
+  """The trainer's one-line ConfigError (inputs.check_against_data's rule)
+  when config.batch_size does not divide over the target's devices (times
+  grad_accum_steps) or hosts; None when it does."""
+  devices, accum = target.devices, config.grad_accum_steps
+  if config.batch_size % (devices * accum):
+    multiple = devices * accum
+    return (f'batch_size={config.batch_size} is not divisible by the '
+            f'{devices} devices of {target.name}'
+            + (f' x grad_accum_steps={accum}' if accum > 1 else '')
+            + f'; use a multiple of {multiple}, e.g. --config.batch_size='
+            f'{multiple * max(1, config.batch_size // multiple)}')
+  if config.batch_size % target.hosts:
+    return (f'batch_size={config.batch_size} is not divisible by the '
+            f'{target.hosts} hosts of {target.name}')
+  return None
+
+
+def _compiled_row(program, target, seconds, compiled):
+  """A table row of a compiled program."""
+  row = {'program': program.name, 'status': 'compiled',
+         'compile_s': round(seconds, 1), 'dtype': program.dtype,
+         'precision': program.precision, 'note': program.note}
+  if program.remat is not None:
+    row['remat'] = program.remat
+  figures = analysis.memory(compiled)
+  row['memory'] = figures
+  if figures is not None:
+    row['fits'] = figures['total'] <= target.memory_bytes
+  hlo = compiled.as_text()
+  row['collectives'] = analysis.collectives(hlo)
+  if target.platform == 'gpu':
+    row['kernels'] = analysis.kernel_count(hlo)
+  row.update(analysis.cost(compiled))
+  row['estimate_s'] = analysis.roofline_seconds(
+      row['flops'], row['bytes_accessed'],
+      target.flops_per_second(program.dtype, program.precision),
+      target.bandwidth)
+  return row
+
+
+def compile_program(build, target, log_path=None):
+  """(row, compiled or None) of the program `build()` lowers; a compiler
+  error is the row's status, one line."""
+  start = time.perf_counter()
+  try:
+    with targets.quiet_native_stderr(log_path):
+      program = build()
+      compiled = program.lowered.compile()
+  except Exception as error:  # pylint: disable=broad-except  # the compiler's
+    return {'status': f'error: {_one_line(error)}',
+            'compile_s': round(time.perf_counter() - start, 1)}, None
+  return _compiled_row(program, target, time.perf_counter() - start,
+                       compiled), compiled
+
+
+def fits(config, target, devices, per_device, log_path=None):
+  """Whether the train step at `per_device` images per device compiles
+  and fits the device's memory; the row."""
+  row, _ = compile_program(
+      lambda: programs.train_step(config, devices,
+                                  per_device * target.devices), target,
+      log_path)
+  return row.get('fits', False) and row['status'] == 'compiled', row
+
+
+def largest_batch(config, target, devices, known, log_path=None,
+                  max_compiles=3):
+  """The largest per-device batch (a power of two times the official
+  share, or the share itself) whose train step fits, by compiling; also
+  (per-device batch, total bytes) of every compile. `known`: the row of the
+  step at config.batch_size.
+
+  Memory grows about linearly with the batch: the next size tried is the
+  one the last two compiles predict to fill the device, rounded down to a
+  power of two, confirmed by compiling; at most `max_compiles` compiles.
+  """
+  share = max(1, config.batch_size // target.devices)
+  if known.get('status') != 'compiled' or not known.get('fits'):
+    return None, []
+  tried = [(share, known['memory']['total'])]
+  best, size = share, share * 2
+  for _ in range(max_compiles):
+    ok, row = fits(config, target, devices, size, log_path)
+    if 'memory' in row and row['memory']:
+      tried.append((size, row['memory']['total']))
+    if not ok:
+      break
+    best = size
+    (b0, m0), (b1, m1) = tried[-2], tried[-1]
+    per_image = max(1.0, (m1 - m0) / max(1, b1 - b0))
+    predicted = int(b1 + (target.memory_bytes - m1) / per_image)
+    next_size = 1 << max(0, predicted.bit_length() - 1)
+    if next_size <= size:
+      break
+    size = next_size
+  return best, tried
+
+
+def compile_target(config, target_name, *, programs_to_run=programs.PROGRAMS,
+                   batch_search=True, log_path=None):
+  """The rows of every program for one target: a list of dicts."""
+  base = {'target': target_name}
+  try:
+    target = targets.get(target_name)
+    base.update(kind=target.kind, devices=target.devices, hosts=target.hosts,
+                device_memory=target.memory_bytes)
+    devices = targets.compile_only_devices(target, log_path)
+  except targets.TargetError as error:
+    return [{**base, 'program': '-', 'status': f'unavailable: {error}'}]
+  rows = []
+  for name in programs_to_run:
+    if name == 'train':
+      problem = check_batch(config, target)
+      if problem:
+        rows.append({**base, 'program': 'train',
+                     'status': f'error: {problem}'})
+        continue
+      row, _ = compile_program(
+          lambda: programs.train_step(config, devices), target, log_path)
+      row['batch'] = config.batch_size
+      row['per_device'] = memory_lib.images_per_device(config,
+                                                       target.devices)
+      if batch_search:
+        row['largest_per_device'], row['batch_search'] = largest_batch(
+            config, target, devices, row, log_path)
+    elif name == 'evaluate':
+      row, _ = compile_program(
+          lambda: programs.evaluate_step(config.model, devices), target,
+          log_path)
+    else:
+      row, _ = compile_program(
+          lambda: programs.derain_forward(config.model, devices), target,
+          log_path)
+    rows.append({**base, 'program': name, **row})
+  return rows
+
+
+def with_dtype(config, dtype):
+  """A copy of `config` whose model computes in `dtype`."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.dtype = dtype
+  config_lib.validate(config)
+  return config
+
+
+# -------------------------------------------------------------- the table
+
+def _gb(value):
+  return '-' if value is None else f'{value / GB:.2f}'
+
+
+def _collective_cell(found):
+  if not found:
+    return 'none'
+  parts = []
+  for kind, figures in sorted(found.items()):
+    loop = f', {figures["in_loop"]} in loops' if figures['in_loop'] else ''
+    parts.append(f'{kind} x{figures["count"]} '
+                 f'({figures["bytes"] / 1e6:.2f} MB{loop})')
+  return '; '.join(parts)
+
+
+def _time_cell(seconds):
+  if seconds is None:
+    return '-'
+  return f'~{seconds * 1e3:.2f} ms' if seconds < 1 else f'~{seconds:.2f} s'
+
+
+COLUMNS = ('target', 'program', 'dtype', 'status', 'compile', 'args GB',
+           'temp GB', 'out GB', 'total/HBM GB', 'fits', 'remat',
+           'max batch/dev', 'collectives', 'GFLOP', 'GB accessed',
+           'ESTIMATE (roofline)', 'kernels')
+
+
+def cells(row):
+  """The COLUMNS of one row, as text."""
+  if row['status'] != 'compiled':
+    return [row['target'], row.get('program', '-'), row.get('dtype', '-'),
+            row['status']] + ['-'] * (len(COLUMNS) - 4)
+  figures = row.get('memory') or {}
+  total = figures.get('total')
+  remat = row.get('remat')
+  largest = row.get('largest_per_device')
+  return [
+      row['target'], row['program'], row['dtype'], 'compiled',
+      f'{row["compile_s"]:.0f} s', _gb(figures.get('argument')),
+      _gb(figures.get('temp')), _gb(figures.get('output')),
+      f'{_gb(total)}/{row["device_memory"] / GB:.0f}',
+      {True: 'yes', False: 'NO'}.get(row.get('fits'), '-'),
+      '-' if remat is None else ('on' if remat else 'off'),
+      '-' if 'largest_per_device' not in row else (
+          f'>= {largest}' if largest else 'none'),
+      _collective_cell(row.get('collectives')),
+      '-' if row.get('flops') is None else f'{row["flops"] / 1e9:.1f}',
+      _gb(row.get('bytes_accessed')),
+      _time_cell(row.get('estimate_s')),
+      str(row['kernels']) if 'kernels' in row else '-']
+
+
+def table(rows):
+  """The rows as aligned plain-text lines."""
+  grid = [list(COLUMNS)] + [cells(row) for row in rows]
+  widths = [max(len(line[i]) for line in grid) for i in range(len(COLUMNS))]
+  # A long status (an error) spills over the columns after it.
+  return ['  '.join(cell.ljust(width) for cell, width in zip(line, widths)
+                    ).rstrip() if line[3] in ('compiled', 'status') else
+          '  '.join(line[:3]) + '  ' + line[3] for line in grid]
+
+
+def markdown(rows, title):
+  """The rows as a Markdown table under `title`."""
+  lines = [f'## {title}', '',
+           'Step times are ROOFLINE ESTIMATES from published peak flop/s and '
+           'HBM bandwidth, not measurements. Memory is per device, from '
+           "XLA's memory analysis of the compiled program.", '',
+           '| ' + ' | '.join(COLUMNS) + ' |',
+           '|' + '---|' * len(COLUMNS)]
+  for row in rows:
+    lines.append('| ' + ' | '.join(c.replace('|', '/') for c in cells(row))
+                 + ' |')
+  return '\n'.join(lines) + '\n'
