@@ -67,8 +67,9 @@ def _computations(hlo_text):
 
 def _repeats(computations, entry):
   """{computation: how many times one run of the entry runs it}: loop
-  bodies by their known trip count (1 where unknown), fused computations
-  excluded (they are part of the instruction that calls them)."""
+  bodies by their known trip count (1 where unknown). Fused computations
+  and reducers (to_apply of a reduce or all-reduce) are excluded: they are
+  part of the instruction that uses them."""
   repeats = {entry: 1}
   pending = [entry]
   while pending:
@@ -81,7 +82,9 @@ def _repeats(computations, entry):
       if match.group(3) == 'while':
         found = _TRIP_COUNT.search(line)
         trips = int(found.group(1)) if found else 1
-      for group in _CALLED.findall(line):
+      called = _CALLED.findall(
+          line if match.group(3) == 'call' else line.split('to_apply=')[0])
+      for group in called:
         for callee in re.split(r'[,\s%]+', group):
           if callee in computations and callee not in repeats:
             repeats[callee] = repeats[name] * trips

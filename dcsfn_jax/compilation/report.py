@@ -79,47 +79,54 @@ def compile_program(build, target, log_path=None):
                        compiled), compiled
 
 
-def fits(config, target, devices, per_device, log_path=None):
-  """Whether the train step at `per_device` images per device compiles
-  and fits the device's memory; the row."""
-  row, _ = compile_program(
-      lambda: programs.train_step(config, devices,
-                                  per_device * target.devices), target,
-      log_path)
-  return row.get('fits', False) and row['status'] == 'compiled', row
-
-
-def largest_batch(config, target, devices, known, log_path=None,
+def largest_batch(total_bytes, share, known_total, memory_bytes,
                   max_compiles=3):
-  """The largest per-device batch (a power of two times the official
-  share, or the share itself) whose train step fits, by compiling; also
-  (per-device batch, total bytes) of every compile. `known`: the row of the
-  step at config.batch_size.
+  """The largest per-device batch found to fit by compiling, and the
+  (per-device batch, total bytes or None) of every compile.
 
-  Memory grows about linearly with the batch: the next size tried is the
-  one the last two compiles predict to fill the device, rounded down to a
-  power of two, confirmed by compiling; at most `max_compiles` compiles.
+  Memory grows about linearly with the batch: after doubling the known
+  share once, each next size is the one the last two compiles predict to
+  fill `memory_bytes`, rounded down to a power of two times the share, and
+  confirmed by compiling; at most `max_compiles` compiles.
+
+  Args:
+    total_bytes: per-device batch -> per-device bytes of the compiled step,
+      or None when it does not compile (e.g. the compiler runs out of
+      memory).
+    share: the per-device batch already compiled, using `known_total` bytes
+      (which fit).
+    memory_bytes: the device's memory.
   """
-  share = max(1, config.batch_size // target.devices)
-  if known.get('status') != 'compiled' or not known.get('fits'):
-    return None, []
-  tried = [(share, known['memory']['total'])]
+  tried = [(share, known_total)]
   best, size = share, share * 2
   for _ in range(max_compiles):
-    ok, row = fits(config, target, devices, size, log_path)
-    if 'memory' in row and row['memory']:
-      tried.append((size, row['memory']['total']))
-    if not ok:
+    total = total_bytes(size)
+    tried.append((size, total))
+    if total is None or total > memory_bytes:
       break
     best = size
     (b0, m0), (b1, m1) = tried[-2], tried[-1]
-    per_image = max(1.0, (m1 - m0) / max(1, b1 - b0))
-    predicted = int(b1 + (target.memory_bytes - m1) / per_image)
-    next_size = 1 << max(0, predicted.bit_length() - 1)
+    per_image = max(1.0, (m1 - m0) / (b1 - b0))
+    predicted = b1 + (memory_bytes - m1) / per_image
+    next_size = share * 2 ** max(0, int(predicted // share).bit_length() - 1)
     if next_size <= size:
       break
     size = next_size
   return best, tried
+
+
+def _step_bytes(config, target, devices, log_path):
+  """per-device batch -> per-device bytes of the compiled train step (None
+  for a compiler error)."""
+
+  def total_bytes(per_device):
+    row, _ = compile_program(
+        lambda: programs.train_step(config, devices,
+                                    per_device * target.devices), target,
+        log_path)
+    return (row.get('memory') or {}).get('total')
+
+  return total_bytes
 
 
 def compile_target(config, target_name, *, programs_to_run=programs.PROGRAMS,
@@ -146,9 +153,10 @@ def compile_target(config, target_name, *, programs_to_run=programs.PROGRAMS,
       row['batch'] = config.batch_size
       row['per_device'] = memory_lib.images_per_device(config,
                                                        target.devices)
-      if batch_search:
+      if batch_search and row.get('fits'):
         row['largest_per_device'], row['batch_search'] = largest_batch(
-            config, target, devices, row, log_path)
+            _step_bytes(config, target, devices, log_path),
+            row['per_device'], row['memory']['total'], target.memory_bytes)
     elif name == 'evaluate':
       row, _ = compile_program(
           lambda: programs.evaluate_step(config.model, devices), target,
@@ -215,7 +223,7 @@ def cells(row):
       {True: 'yes', False: 'NO'}.get(row.get('fits'), '-'),
       '-' if remat is None else ('on' if remat else 'off'),
       '-' if 'largest_per_device' not in row else (
-          f'>= {largest}' if largest else 'none'),
+          str(largest) if largest else 'none'),
       _collective_cell(row.get('collectives')),
       '-' if row.get('flops') is None else f'{row["flops"] / 1e9:.1f}',
       _gb(row.get('bytes_accessed')),
