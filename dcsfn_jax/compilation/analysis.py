@@ -162,20 +162,31 @@ def memory(compiled):
   return figures
 
 
-def cost(compiled):
-  """{'flops', 'bytes_accessed'} per device from the cost analysis; None
-  for figures the backend does not give."""
+def _cost_figures(stage):
   try:
-    analysis = compiled.cost_analysis()
+    figures = stage.cost_analysis()
   except Exception:  # pylint: disable=broad-except  # a backend without one
-    analysis = None
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  analysis = analysis or {}
-  flops = analysis.get('flops')
-  accessed = analysis.get('bytes accessed')
+    return {}
+  if isinstance(figures, (list, tuple)):
+    figures = figures[0] if figures else None
+  return figures or {}
+
+
+def cost(compiled, lowered=None):
+  """{'flops', 'bytes_accessed', 'cost_source'}: per device, from the
+  compiled program's cost analysis, else (XLA:GPU's compile-only client
+  gives none) from `lowered`'s, i.e. the HLO before XLA's optimisations,
+  whose bytes count every intermediate as if nothing were fused; None for
+  figures neither gives."""
+  source = 'compiled'
+  figures = _cost_figures(compiled)
+  if not figures.get('flops') and lowered is not None:
+    source, figures = 'lowered (unfused)', _cost_figures(lowered)
+  flops = figures.get('flops')
+  accessed = figures.get('bytes accessed')
   return {'flops': float(flops) if flops else None,
-          'bytes_accessed': float(accessed) if accessed else None}
+          'bytes_accessed': float(accessed) if accessed else None,
+          'cost_source': source if flops else None}
 
 
 def roofline_seconds(flops, bytes_accessed, peak_flops, bandwidth):

@@ -56,7 +56,7 @@ def _compiled_row(program, target, seconds, compiled):
   row['collectives'] = analysis.collectives(hlo)
   if target.platform == 'gpu':
     row['kernels'] = analysis.kernel_count(hlo)
-  row.update(analysis.cost(compiled))
+  row.update(analysis.cost(compiled, program.lowered))
   row['estimate_s'] = analysis.roofline_seconds(
       row['flops'], row['bytes_accessed'],
       target.flops_per_second(program.dtype, program.precision),
