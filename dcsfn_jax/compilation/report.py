@@ -79,6 +79,30 @@ def compile_program(build, target, log_path=None):
                        compiled), compiled
 
 
+def step_estimate(config, devices):
+  """{'device_kind', 'compile_s', 'flops', 'bytes_accessed', 'estimate_s',
+  'note'} of the train step of `config` compiled for `devices` (real ones:
+  benchmarks/device_check.py sets it beside the measured step time).
+  estimate_s is None for a device without published peak figures here."""
+  kind = devices[0].device_kind
+  target = targets.for_device_kind(kind)
+  start = time.perf_counter()
+  program = programs.train_step(config, devices)
+  compiled = program.lowered.compile()
+  figures = {'device_kind': kind,
+             'compile_s': round(time.perf_counter() - start, 1),
+             **analysis.cost(compiled, program.lowered),
+             'estimate_s': None, 'note': program.note}
+  if target is None:
+    figures['note'] = f'no published peak figures for {kind!r}'
+  else:
+    figures['estimate_s'] = analysis.roofline_seconds(
+        figures['flops'], figures['bytes_accessed'],
+        target.flops_per_second(program.dtype, program.precision),
+        target.bandwidth)
+  return figures
+
+
 def largest_batch(total_bytes, share, known_total, memory_bytes,
                   max_compiles=3):
   """The largest per-device batch found to fit by compiling, and the

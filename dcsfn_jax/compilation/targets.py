@@ -184,6 +184,21 @@ def get(name):
         f'{", ".join(TARGETS)}.') from None
 
 
+# The device_kind JAX reports for each chip, and a target of that chip.
+_KIND_TARGETS = {'TPU v2': 'v2-8', 'TPU v3': 'v3-8', 'TPU v4': 'v4-8',
+                 'TPU v5 lite': 'v5e-8', 'TPU v5e': 'v5e-8', 'TPU v5': 'v5p-8',
+                 'TPU v5p': 'v5p-8', 'TPU v6 lite': 'v6e-8',
+                 'TPU v6e': 'v6e-8', 'NVIDIA A100-SXM4-80GB': 'a100x8',
+                 'NVIDIA H100 80GB HBM3': 'h100x8', 'NVIDIA H200': 'h200x8'}
+
+
+def for_device_kind(device_kind):
+  """A Target of the chip JAX calls `device_kind` (its published figures),
+  or None for a device without them here (a CPU, another GPU)."""
+  name = _KIND_TARGETS.get(device_kind)
+  return None if name is None else TARGETS[name]
+
+
 def gpu_target_config(facts) -> str:
   """A stream_executor.GpuTargetConfigProto in text format for one GPU of
   `facts` (a _GPUS entry): the fields XLA's GPU compiler reads to choose
