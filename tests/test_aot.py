@@ -140,12 +140,12 @@ def test_batch_that_does_not_divide_is_the_trainers_error_before_compiling():
   assert report.check_batch(config, targets.get('v5e-8')) is None
   config.batch_size = 12
   problem = report.check_batch(config, targets.get('v5e-8'))
-  assert problem.startswith('batch_size=12 is not divisible by the 8 '
-                            'devices of v5e-8'), problem
+  assert problem.startswith('v5e-8: batch_size=12 is not divisible by the 8 '
+                            'devices'), problem
   assert '--config.batch_size=8' in problem
   config.batch_size = 16
   problem = report.check_batch(config, targets.get('v5e-32'))
-  assert 'the 32 devices of v5e-32' in problem
+  assert 'not divisible by the 32 devices' in problem
 
 
 def test_table_row_of_an_unavailable_target_is_one_line():

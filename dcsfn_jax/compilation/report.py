@@ -13,6 +13,7 @@ from dcsfn_jax.compilation import analysis
 from dcsfn_jax.compilation import programs
 from dcsfn_jax.compilation import targets
 from dcsfn_jax.training import config as config_lib
+from dcsfn_jax.training import inputs
 from dcsfn_jax.training import memory as memory_lib
 
 GB = 1e9
@@ -24,20 +25,13 @@ def _one_line(error):
 
 
 def check_batch(config, target):
-  """The trainer's one-line ConfigError (inputs.check_against_data's rule)
-  when config.batch_size does not divide over the target's devices (times
-  grad_accum_steps) or hosts; None when it does."""
-  devices, accum = target.devices, config.grad_accum_steps
-  if config.batch_size % (devices * accum):
-    multiple = devices * accum
-    return (f'batch_size={config.batch_size} is not divisible by the '
-            f'{devices} devices of {target.name}'
-            + (f' x grad_accum_steps={accum}' if accum > 1 else '')
-            + f'; use a multiple of {multiple}, e.g. --config.batch_size='
-            f'{multiple * max(1, config.batch_size // multiple)}')
-  if config.batch_size % target.hosts:
-    return (f'batch_size={config.batch_size} is not divisible by the '
-            f'{target.hosts} hosts of {target.name}')
+  """The trainer's one-line error (`inputs.check_batch_split`) when
+  config.batch_size does not split over the target's devices and hosts;
+  None when it does."""
+  try:
+    inputs.check_batch_split(config, target.devices, target.hosts)
+  except config_lib.ConfigError as error:
+    return f'{target.name}: {error}'
   return None
 
 
