@@ -3,12 +3,17 @@
 libtpu (pinned in the test extra) compiles the trainer's real step, with the
 official preset and Rain100H's recipe at batch 16, for a v5e-8 slice and a
 v4-8 slice: the batch splits over the devices, the gradients are averaged
-with exactly one all-reduce, no collective-permute is left inside the block
-scan, and the step fits the chip's memory. Each compile takes minutes on a
+once (all-reduces that carry each gradient once, none inside a loop: XLA:TPU's
+combiner may cut the one pmean into pieces, two on v5e-8), no
+collective-permute is left inside the block scan, and the step fits the
+chip's memory. Each compile takes minutes on a
 CPU host (benchmarks/RESULTS.md).
 """
 import importlib.util
+import math
 import pathlib
+
+import jax
 
 import pytest
 
@@ -41,9 +46,15 @@ def test_official_train_step_compiles_for_tpu(target_name):
     compiled = program.lowered.compile()
   hlo = compiled.as_text()
   found = analysis.collectives(hlo)
-  assert found.get('all-reduce', {}).get('count') == 1, found
-  assert 'collective-permute' not in found, found
+  gradient_bytes = sum(
+      math.prod(leaf.shape) * leaf.dtype.itemsize
+      for leaf in jax.tree.leaves(program.lowered.args_info[0][0]['params']))
+  # The gradients and the loss's few scalars, averaged once.
+  assert (gradient_bytes <= found['all-reduce']['bytes']
+          <= gradient_bytes + 1024), (gradient_bytes, found)
+  assert found['all-reduce']['count'] <= 2, found
   assert found['all-reduce']['in_loop'] == 0, found
+  assert 'collective-permute' not in found, found
   memory = analysis.memory(compiled)
   assert 0 < memory['total'] <= target.memory_bytes, memory
   cost = analysis.cost(compiled)
