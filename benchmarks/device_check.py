@@ -20,6 +20,11 @@ Phases, each in its own process under a time limit, the whole run within
            first against last logged value
   augment  benchmarks/input_pipeline.py: the on-device augmentation per batch
            as a fraction of the official train step
+  estimate the train step of the speed phase compiled by dcsfn_jax.aot's
+           machinery for these devices: its roofline ESTIMATE from the chip's
+           published peaks, printed beside the measured step time, so the
+           first run on a chip tells how good `python -m dcsfn_jax.aot`'s
+           estimates are
 The smoke runs the same phases, tiny (a few tests, speed.py --smoke, the
 demo's smoke variant with the released augmentation on a tiny dataset), and
 requires no falling loss. Writes one JSON file (--json_out); the full check
@@ -68,7 +73,8 @@ _NOTE = flags.DEFINE_string('note', '', 'Free text for the RESULTS section.')
 
 # Phase time limits, seconds: (full, smoke).
 _LIMITS = {'info': (120, 60), 'tests': (150, 60), 'speed_float32': (240, 60),
-           'demo': (200, 90), 'speed_bfloat16': (170, 60), 'augment': (120, 60)}
+           'demo': (200, 90), 'speed_bfloat16': (170, 60), 'augment': (120, 60),
+           'estimate': (150, 90)}
 _SPEED_CASES = ('train', 'forward64', 'forward321')
 _CASE_NAMES = {'train': 'train step 16x64^2', 'forward64': 'forward 16x64^2',
                'forward321': 'forward 1x321x481'}
@@ -95,6 +101,27 @@ try:
 except ImportError:
   pass
 print('DEVICE_INFO ' + json.dumps(info))
+'''
+
+
+# The speed phase's train step (speed.py: the official preset, or its tiny
+# smoke model, on patches), compiled for the first device and estimated.
+_ESTIMATE = r'''
+import json, sys
+import jax
+from dcsfn_jax import models
+from dcsfn_jax.compilation import report
+from dcsfn_jax.training import config as config_lib
+smoke, dtype = sys.argv[1] == 'smoke', sys.argv[2]
+config = config_lib.base_config('official')
+if smoke:
+  config.model.update(channels=4, num_blocks=2, num_scales=2,
+                      convs_per_scale=1)
+config.model.dtype = dtype
+config.augment = 'crop'
+config.batch_size, config.patch_size = (2, 16) if smoke else (16, 64)
+figures = report.step_estimate(config, jax.devices()[:1])
+print('AOT_ESTIMATE ' + json.dumps(figures))
 '''
 
 
@@ -338,6 +365,41 @@ def _augment(runner, smoke, data_dir):
   runner.phases['augment'] = result
 
 
+def _estimate(runner, smoke, dtype):
+  """The roofline estimate of the speed phase's train step, printed beside
+  its measured median."""
+  name = f'estimate_{dtype}'
+  result = runner.run(name, [sys.executable, '-c', _ESTIMATE,
+                             'smoke' if smoke else 'full', dtype],
+                      _LIMITS['estimate'][smoke])
+  if result is None:
+    return
+  for line in pathlib.Path(result['log']).read_text().splitlines():
+    if line.startswith('AOT_ESTIMATE '):
+      result.update(json.loads(line[len('AOT_ESTIMATE '):]))
+  measured = (runner.phases.get(f'speed_{dtype}', {}).get('cases', {})
+              .get('train', {}).get('jax', {}).get('median_s'))
+  result['measured_s'] = measured
+  runner.phases[name] = result
+  print(f'[device_check] {estimate_line(result, smoke, dtype)}', flush=True)
+
+
+def estimate_line(estimate, smoke, dtype):
+  """'train step ..., dtype: AOT roofline estimate ... beside measured ...'."""
+  label = 'train step, tiny model 2x16^2' if smoke else _CASE_NAMES['train']
+  if estimate.get('estimate_s') is not None:
+    guess = f'AOT roofline estimate {1e3 * estimate["estimate_s"]:.2f} ms'
+  else:
+    guess = ('AOT roofline estimate: none '
+             f'({estimate.get("note") or _state(estimate)})')
+  flops = estimate.get('flops')
+  if flops:
+    guess += f', {flops / 1e9:.2f} GFLOP'
+  measured = estimate.get('measured_s')
+  return (f'{label}, {dtype}: {guess}; measured '
+          + (f'{1e3 * measured:.1f} ms' if measured else 'not run'))
+
+
 def _fmt_worker(figures):
   parts = [f'{1e3 * figures["median_s"]:.1f} ms']
   if 'compile_s' in figures and figures.get('device') is None:
@@ -377,6 +439,11 @@ def markdown(report):
       lines.append(f'| {label}, {dtype} | {"; ".join(cells)} |')
     if speed and not speed.get('ok', True):
       lines.append(f'| speed, {dtype} | failed: {sorted(speed.get("failed", {}))} |')
+  for dtype in ('float32', 'bfloat16'):
+    estimate = report['phases'].get(f'estimate_{dtype}')
+    if estimate:
+      lines.append(f'| AOT estimate beside the measurement | '
+                   f'{estimate_line(estimate, smoke, dtype)} |')
   demo = report['phases'].get('demo', {})
   demo_label = (f'demo{":smoke" if smoke else ""}, '
                 f'{demo.get("steps", _DEMO_STEPS)} steps')
@@ -454,9 +521,11 @@ def main(argv):
   _tests(runner, smoke)
   with_torch = bool(info.get('torch_cuda')) and not smoke
   _speed(runner, smoke, 'float32', ['jax', 'torch'] if with_torch else ['jax'])
+  _estimate(runner, smoke, 'float32')
   data_dir = _demo(runner, smoke)
   if not smoke:
     _speed(runner, smoke, 'bfloat16', ['jax'])
+    _estimate(runner, smoke, 'bfloat16')
   _augment(runner, smoke, data_dir)
 
   report = {'date': datetime.datetime.now(datetime.timezone.utc).strftime(

@@ -20,6 +20,7 @@ from absl import logging
 import ml_collections
 
 from dcsfn_jax import compile_cache
+from dcsfn_jax import parallel
 
 # The --weights choices (checkpointing.WEIGHTS) and what they mean.
 _WEIGHTS_HELP = ("ema: the parameters' moving average where the checkpoint "
@@ -136,6 +137,7 @@ def flags_parser(explain=None):
         and flags.FLAGS['config'].value is None):
       _exit_not_a_config(_config_path(argv), 'None')
     check_jax_platforms()
+    parallel.skip_absent_tpu()
     return remaining
 
   return parse

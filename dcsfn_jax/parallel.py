@@ -4,6 +4,7 @@ One mesh axis, 'data', spans every device of every process. The train state
 is replicated (PartitionSpec()), batches are split along their leading axis.
 """
 import glob
+import importlib.util
 import os
 
 from absl import logging
@@ -85,6 +86,31 @@ def initialize_distributed(coordinator_address=None, num_processes=None,
     jax.distributed.initialize()
     return True
   return False
+
+
+def skip_absent_tpu():
+  """Keeps JAX from trying its TPU backend on a host without TPU chips.
+
+  With libtpu installed (the tpu or test extra), every JAX process first
+  tries a TPU client: it loads libtpu (about 0.2 s), takes
+  /tmp/libtpu_lockfile and scans the other processes' open files, then
+  falls back to the CPU quietly. Where the PCI bus shows no TPU chip (JAX's
+  own test) and $JAX_PLATFORMS chooses nothing, the attempt is dropped.
+  Compiling for a TPU topology (`dcsfn_jax.compilation`) loads libtpu by
+  itself and is unaffected. Call before anything initialises JAX's backends.
+
+  Returns:
+    True if the TPU backend was dropped.
+  """
+  if (os.environ.get('JAX_PLATFORMS')
+      or importlib.util.find_spec('libtpu') is None):
+    return False
+  # pylint: disable=g-import-not-at-top,protected-access
+  from jax._src import hardware_utils
+  from jax._src import xla_bridge
+  if hardware_utils.num_available_tpu_chips_and_device_id()[0]:
+    return False
+  return xla_bridge._backend_factories.pop('tpu', None) is not None
 
 
 _HOST_DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'

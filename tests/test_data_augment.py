@@ -250,3 +250,20 @@ def test_train_step_augments_window_batches_on_the_device():
       float(from_patches['loss']), abs=1e-6)
   assert float(from_windows['grad_norm']) == pytest.approx(
       float(from_patches['grad_norm']), rel=1e-5)
+
+
+def test_patches_sample_without_a_matmul():
+  # A HIGHEST-precision dot of three terms (dm_pix.affine_transform's
+  # coordinates) has no tiling in XLA:GPU's Triton GEMM: the train step did
+  # not compile for A100/H100 (python -m dcsfn_jax.aot, benchmarks/RESULTS.md).
+  side = augment.window_size(8)
+  batch = {'window': np.zeros((2, side, side, 6), np.uint8),
+           'crop_size': np.full((2, 2), 8, np.int32),
+           'flip': np.zeros(2, bool), 'degrees': np.zeros(2, np.int32)}
+  jaxpr = str(jax.make_jaxpr(
+      lambda b: augment.released_patches(b, patch_size=8))(batch))
+  # The affine matrix's own 2x2 products may stay; none spans the pixels.
+  per_pixel = [shape for shape in re.findall(
+      r'\w+\[([\d,]*)\] = dot_general', jaxpr)
+               if np.prod([int(d) for d in shape.split(',') if d]) >= 8 * 8]
+  assert not per_pixel, per_pixel

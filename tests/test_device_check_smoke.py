@@ -38,6 +38,15 @@ def test_device_check_smoke_on_cpu(tmp_path):
   assert any('augmentation' in line for line in phases['augment']['figures'])
   assert not results_md.exists(), 'the smoke must not append to RESULTS.md'
   assert '| accelerator tests |' in completed.stdout
+  # The aot machinery's estimate beside the measured step (none on a CPU:
+  # no published peak figures).
+  estimate = phases['estimate_float32']
+  assert estimate['ok'] and estimate['flops'] > 0, estimate
+  assert estimate['measured_s'] == train['median_s']
+  assert re.search(r'\[device_check\] train step, tiny model 2x16\^2, '
+                   r'float32: AOT roofline estimate: none \(no published peak '
+                   r"figures for 'cpu'\), [\d.]+ GFLOP; measured [\d.]+ ms",
+                   completed.stdout), completed.stdout
 
 
 def _run_check(tmp_path, env_changes, *flags):

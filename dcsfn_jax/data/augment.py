@@ -104,8 +104,17 @@ def affine_matrix(crop_size, flip, degrees, patch_size: int):
 def _one_patch(window, crop_size, flip, degrees, patch_size):
   """float32 [W, W, C] window -> [P, P, C] patch."""
   matrix = affine_matrix(crop_size, flip, degrees, patch_size)
-  sampled = dm_pix.affine_transform(window, matrix, order=1, mode='constant',
-                                    cval=0.0)[:patch_size, :patch_size]
+  # dm_pix.affine_transform's coordinates, (row, col, channel, 1) @ matrix.T,
+  # for the patch only, as multiply-adds: as a HIGHEST-precision dot with
+  # three terms, XLA:GPU's Triton GEMM finds no tiling and the step does not
+  # compile for A100/H100 (python -m dcsfn_jax.aot).
+  grid = jnp.meshgrid(jnp.arange(patch_size), jnp.arange(patch_size),
+                      jnp.arange(window.shape[-1]), indexing='ij')
+  coordinates = jnp.stack([
+      grid[0] * matrix[axis, 0] + grid[1] * matrix[axis, 1]
+      + grid[2] * matrix[axis, 2] + matrix[axis, 3] for axis in range(3)])
+  sampled = dm_pix.flat_nd_linear_interpolate_constant(window, coordinates,
+                                                       cval=0.0)
   centre = (patch_size - 1) / 2
   rows, cols = jnp.meshgrid(jnp.arange(patch_size, dtype=jnp.float32) - centre,
                             jnp.arange(patch_size, dtype=jnp.float32) - centre,

@@ -67,7 +67,7 @@ class Evaluator:
 
   def __init__(self, model_config=None, *, protocols=metrics.PROTOCOLS,
                bucket=False, batch_size=None, self_ensemble=False,
-               baseline=True):
+               baseline=True, devices=None):
     """Args:
       model_config: the model to run; None scores examples that carry their
         own 'derained' uint8 image (`score`).
@@ -77,13 +77,16 @@ class Evaluator:
       self_ensemble: average the model over the 8 flips and rotations (8x
         the cost; `ensemble`).
       baseline: also score the rainy inputs ('PROTOCOL/psnr_rainy', ...).
+      devices: the devices to run on (default: this process's); compile-only
+        ones to lower `runner` ahead of time.
     """
     self.protocols = metrics.check_protocols(protocols)
     self.bucket = bucket
     self._granule = (1 if model_config is None
                      else models.minimum_size(model_config))
     forward = (None if model_config is None
-               else runner_lib.forward_fn(model_config, self_ensemble))
+               else runner_lib.forward_fn(model_config, self_ensemble,
+                                          devices))
     self.self_ensemble = self_ensemble
     self.baseline = baseline
 
@@ -106,7 +109,8 @@ class Evaluator:
       return {'derained': derained, 'per_image': per_image,
               'sums': metrics.metric_sums(per_image, batch['mask'])}
 
-    self.runner = runner_lib.Runner(score_batch, batch_size=batch_size)
+    self.runner = runner_lib.Runner(score_batch, batch_size=batch_size,
+                                    devices=devices)
 
   @property
   def compilations(self):

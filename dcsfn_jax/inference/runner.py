@@ -27,6 +27,10 @@ from dcsfn_jax.inference import ensemble
 # then four steps per octave (<= 25% padding per side).
 _LADDER_STEPS_PER_OCTAVE = (1.0, 1.25, 1.5, 1.75)
 
+# Full float32 convolutions: accelerators would otherwise use TF32 or
+# bfloat16 passes and move PSNR by hundredths of a dB.
+MATMUL_PRECISION = 'highest'
+
 
 def bucket_side(size, granule):
   """Smallest bucket side >= size: granule times 1, 2, 3, 4, 5, 6, 7, 8, 10,
@@ -74,7 +78,7 @@ class Runner:
     mesh: the 1-D 'data' mesh the calls run on.
   """
 
-  def __init__(self, fn, *, batch_size=None, split_rows=None):
+  def __init__(self, fn, *, batch_size=None, split_rows=None, devices=None):
     """Args:
       fn: (params, batch dict of [B, ...] arrays) -> pytree of [B, ...] and
         scalars.
@@ -86,8 +90,11 @@ class Runner:
         as concurrent tasks on the host's shared thread pool, where they can
         wait on each other for ever; XLA then aborts the process after its
         rendezvous timeout (a 400x600 photo on 2 host devices does).
+      devices: the devices to run on (default: this process's); compile-only
+        devices of another platform for `lower`.
     """
-    self.mesh = parallel.make_mesh(jax.local_devices())
+    self.mesh = parallel.make_mesh(jax.local_devices() if devices is None
+                                   else devices)
     devices = self.mesh.devices.size
     self.batch_size = devices * max(1, math.ceil((batch_size or devices)
                                                  / devices))
@@ -124,6 +131,35 @@ class Runner:
 
     return jax.tree.map(place_leaf, params)
 
+  def _shardings(self, batch):
+    """(params sharding, batch sharding) of a call on `batch`."""
+    if _is_lone_image(batch) and not self.split_rows:
+      first = jax.sharding.SingleDeviceSharding(self.mesh.devices.flat[0])
+      return first, first
+    if _is_lone_image(batch):
+      # Whole on every device: the step splits its rows (an uneven split
+      # cannot be placed from the host).
+      return parallel.replicated(self.mesh), parallel.replicated(self.mesh)
+    return parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+
+  def lower(self, params, batch):
+    """The `jax.stages.Lowered` of one call, for compiling ahead of time.
+
+    Args:
+      params: shapes and dtypes (jax.ShapeDtypeStruct leaves) of the params.
+      batch: shapes and dtypes of a batch as `__call__` runs it: [batch_size,
+        ...] leaves, or one image [1, H, ...].
+    """
+    params_sharding, batch_sharding = self._shardings(batch)
+
+    def placed(tree, sharding):
+      return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(
+          leaf.shape, leaf.dtype, sharding=sharding), tree)
+
+    with jax.default_matmul_precision(MATMUL_PRECISION):
+      return self._step.lower(placed(params, params_sharding),
+                              placed(batch, batch_sharding))
+
   def __call__(self, params, batch):
     """Runs `fn` on a host batch of up to `batch_size` examples.
 
@@ -150,22 +186,17 @@ class Runner:
       return np.concatenate([array, padding])
 
     params = self.place(params)
-    if _is_lone_image(batch) and self.split_rows:
-      # Whole on every device: the step splits its rows (an uneven split
-      # cannot be placed from the host).
+    _, batch_sharding = self._shardings(batch)
+    if _is_lone_image(batch):
+      if not self.split_rows:
+        first = self.mesh.devices.flat[0]
+        params = jax.tree.map(lambda leaf: _on_device(leaf, first), params)
       placed = jax.device_put({k: np.asarray(v) for k, v in batch.items()},
-                              parallel.replicated(self.mesh))
-    elif _is_lone_image(batch):
-      first = self.mesh.devices.flat[0]
-      params = jax.tree.map(lambda leaf: _on_device(leaf, first), params)
-      placed = jax.device_put({k: np.asarray(v) for k, v in batch.items()},
-                              first)
+                              batch_sharding)
     else:
       placed = jax.device_put({k: fill(v) for k, v in batch.items()},
-                              parallel.batch_sharded(self.mesh))
-    # Full float32 convolutions: accelerators would otherwise use TF32 or
-    # bfloat16 passes and move PSNR by hundredths of a dB.
-    with jax.default_matmul_precision('highest'):
+                              batch_sharding)
+    with jax.default_matmul_precision(MATMUL_PRECISION):
       outputs = self._step(params, placed)
     # Per-example outputs lose the padding; scalars (e.g. masked sums) stay.
     return jax.tree.map(
@@ -203,13 +234,15 @@ def _is_lone_image(batch):
   return all(np.ndim(v) >= 3 and np.shape(v)[0] == 1 for v in batch.values())
 
 
-def forward_fn(model_config, self_ensemble=False):
+def forward_fn(model_config, self_ensemble=False, devices=None):
   """(params, {'rainy': [B, H, W, 3]}) -> {'derained': [B, H, W, 3]}; with
   `self_ensemble` the mean over the 8 flips and rotations (`ensemble`).
 
-  The model is resolved for this process's devices, which `Runner` runs on.
+  The model is resolved for the platform of `devices` (default: this
+  process's, which `Runner` runs on by default).
   """
-  model = platforms.model_for(model_config, jax.local_devices())
+  model = platforms.model_for(
+      model_config, jax.local_devices() if devices is None else devices)
 
   def forward(params, batch):
     derain = lambda images: model.apply({'params': params}, images)

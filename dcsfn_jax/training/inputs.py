@@ -16,9 +16,10 @@ from dcsfn_jax import paths
 from dcsfn_jax.training import config as config_lib
 
 
-def check_against_data(config, train_source, eval_source):
-  """Errors, before any compilation, for what the data makes impossible."""
-  devices, processes = jax.device_count(), jax.process_count()
+def check_batch_split(config, devices, processes):
+  """ConfigError unless config.batch_size splits evenly over `devices`
+  (times grad_accum_steps) and `processes`: the trainer's rule, which
+  `python -m dcsfn_jax.aot` also applies to the slices it compiles for."""
   accum = config.grad_accum_steps
   if config.batch_size % (devices * accum):
     multiple = devices * accum
@@ -32,6 +33,11 @@ def check_against_data(config, train_source, eval_source):
     raise config_lib.ConfigError(
         f'batch_size={config.batch_size} is not divisible by the '
         f'{processes} processes.')
+
+
+def check_against_data(config, train_source, eval_source):
+  """Errors, before any compilation, for what the data makes impossible."""
+  check_batch_split(config, jax.device_count(), jax.process_count())
   if len(train_source) < config.batch_size:
     raise config_lib.ConfigError(
         f'{config.dataset}/{config.train_split} has {len(train_source)} '
