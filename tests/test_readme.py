@@ -4,8 +4,8 @@ Every command in a ```bash block of README.md is either run, in the README's
 order, in a scratch folder with HOME inside it, or named in SKIPPED with the
 reason it cannot run here (a download, hours of training, a server). `pip
 install` lines are checked against pyproject.toml instead of run. Only the
-demo is shortened, and evaluate limited to one image, by overrides appended
-to the README's own command lines (SHORTENED).
+demo and the demo study are shortened, and evaluate limited to one image, by
+overrides appended to the README's own command lines (SHORTENED).
 """
 import os
 import pathlib
@@ -35,6 +35,10 @@ SKIPPED = {
     '/tmp/dcsfn_official': "needs the authors' released weights, imported",
     'benchmarks/': 'benchmarks run for minutes to hours; their smoke tests '
                    'are in tests/test_model_benchmark_smoke.py',
+    'python -m dcsfn_jax.aot': 'a TPU compile takes CPU minutes; '
+                               'tests/test_aot*.py run aot',
+    'launch/study.sh': 'needs GPUs, SLURM or TPU VMs; its dry runs are in '
+                       'tests/test_study_configs.py',
 }
 
 # Overrides appended to a README command that starts with the key.
@@ -46,6 +50,10 @@ SHORTENED = {
     # One image: the self-ensemble runs the model 8 times on it, at the
     # demo's full test size (a photo of up to 512 px).
     'python -m dcsfn_jax.evaluate': ['--limit=1'],
+    # Every variant once, for two steps: the demo study trains 9 runs of 300.
+    'python -m dcsfn_jax.study --study configs/studies/demo.py': [
+        '--study.seeds=1', '--config.total_steps=2',
+        '--config.checkpoint_every_steps=2', '--config.eval_max_images=1'],
 }
 
 
