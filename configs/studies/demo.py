@@ -10,13 +10,11 @@ the report and plots to the workdir. Variants: the demo network (full),
 without the cross-scale fusion (model.cross_scale=False), and with one ICB
 scale instead of two (model.num_scales=1); seeds 0, 1, 2.
 
-Measured (benchmarks/RESULTS.md, 2026-12-03): 1804 s wall on 2 CPU cores
-under a load average of 10 to 22 from other work, 695 s of CPU for the study
-and its nine trainers together; PSNR over the 8 test photos (official
-protocol), mean ± std over 3 seeds: full 25.25 ± 0.32 dB, no_cross_scale
-23.80 ± 2.64 (one seed stays at 20.75 dB, near the rainy inputs' 20.47),
-single_scale 25.29 ± 0.53. Three seeds resolve neither difference with the
-full network at this scale: the report's intervals say so.
+Expected: full 25.25 ± 0.32 dB, no_cross_scale 23.80 ± 2.64 (one seed
+stays near the rainy inputs' 20.47 dB), single_scale 25.29 ± 0.53 (PSNR over
+the 8 test photos, official protocol, mean ± std of 3 seeds); three seeds
+resolve neither difference. 695 CPU-seconds on 2 CPU cores (Intel Xeon);
+wall time and load in benchmarks/RESULTS.md.
 """
 import ml_collections
 
