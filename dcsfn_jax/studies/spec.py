@@ -148,18 +148,10 @@ def load_training_config(config_arg, override_args):
   return config
 
 
-def _leaves(config, prefix=''):
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      yield from _leaves(value, f'{prefix}{key}.')
-    else:
-      yield f'{prefix}{key}', value
-
-
 def identity_fields(config):
   """{dotted field: value} of the fields that change what a run learns or
   scores (all but NEUTRAL_FIELDS and the seed), JSON-comparable."""
-  return {name: value for name, value in _leaves(config)
+  return {name: value for name, value in config_lib.leaves(config)
           if name not in NEUTRAL_FIELDS and name != 'seed'}
 
 

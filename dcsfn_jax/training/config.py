@@ -105,11 +105,11 @@ def check_override(dotted):
     node, prefix = node[key], f'{prefix}{key}.'
 
 
-def _leaves(config, prefix=''):
+def leaves(config, prefix=''):
   """(dotted name, value) of every field of `config`, nested ones included."""
   for key, value in config.items():
     if isinstance(value, ml_collections.ConfigDict):
-      yield from _leaves(value, f'{prefix}{key}.')
+      yield from leaves(value, f'{prefix}{key}.')
     else:
       yield f'{prefix}{key}', value
 
@@ -129,7 +129,7 @@ def validate(config):
   except ValueError as error:
     raise ConfigError(f'config.model: {error}') from error
 
-  for name, value in _leaves(config):
+  for name, value in leaves(config):
     if isinstance(value, float) and not math.isfinite(value):
       _fail(f'{name}={value!r} must be a finite number.')
 
