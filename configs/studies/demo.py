@@ -10,11 +10,11 @@ the report and plots to the workdir. Variants: the demo network (full),
 without the cross-scale fusion (model.cross_scale=False), and with one ICB
 scale instead of two (model.num_scales=1); seeds 0, 1, 2.
 
-Expected: full 25.25 ± 0.32 dB, no_cross_scale 23.80 ± 2.64 (one seed
-stays near the rainy inputs' 20.47 dB), single_scale 25.29 ± 0.53 (PSNR over
+Expected: full 25.27 ± 0.34 dB, no_cross_scale 23.78 ± 2.63 (one seed
+stays near the rainy inputs' 20.47 dB), single_scale 25.34 ± 0.47 (PSNR over
 the 8 test photos, official protocol, mean ± std of 3 seeds); three seeds
-resolve neither difference. 695 CPU-seconds on 2 CPU cores (Intel Xeon);
-wall time and load in benchmarks/RESULTS.md.
+resolve neither difference. 6 min on 2 CPU cores (Intel Xeon), building the
+dataset included.
 """
 import ml_collections
 
