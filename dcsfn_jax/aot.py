@@ -66,15 +66,6 @@ def _define_flags():
   flags.adopt_module_key_flags(cli)  # its flags in this command's --help
 
 
-def _check_output(output, overwrite):
-  paths.check_writable(output)
-  for name, start in FILES.items():
-    refusal = paths.refusal_to_replace(os.path.join(output, name), overwrite,
-                                       paths.starts_with(start))
-    if refusal:
-      raise FileExistsError(refusal)
-
-
 def main(argv):
   del argv  # cli.flags_parser refuses stray arguments
   f = flags.FLAGS
@@ -86,7 +77,7 @@ def main(argv):
     for name in f.target:
       targets.get(name)
     if output:
-      _check_output(output, f.overwrite)
+      paths.check_text_outputs(output, f.overwrite, FILES)
       os.makedirs(output, exist_ok=True)
   except (ValueError, OSError) as error:
     sys.exit(f'error: {error}')

@@ -102,6 +102,18 @@ def refusal_to_replace(target, overwrite, is_ours, flag='--output'):
   return ''
 
 
+def check_text_outputs(output, overwrite, files):
+  """Raises OSError, before any work, unless the text files `files` ({name:
+  the text each starts with when this project wrote it}) may be written into
+  folder `output`: the folder writable, and `refusal_to_replace` for each."""
+  check_writable(output)
+  for name, start in files.items():
+    refusal = refusal_to_replace(os.path.join(output, name), overwrite,
+                                 starts_with(start))
+    if refusal:
+      raise FileExistsError(refusal)
+
+
 @contextlib.contextmanager
 def new_folder(path, flag='--output'):
   """Creates folder `path` (and its parents) for the body; if the body

@@ -109,17 +109,6 @@ def _loss(config):
   return loss_fn, name
 
 
-def _check_output(output, overwrite):
-  """Raises OSError, before any work, unless the card files may be written
-  into `output` (`paths`' rules)."""
-  paths.check_writable(output)
-  for name, start in FILES.items():
-    refusal = paths.refusal_to_replace(os.path.join(output, name), overwrite,
-                                       paths.starts_with(start))
-    if refusal:
-      raise FileExistsError(refusal)
-
-
 def _write(output, overwrite, markdown, card):
   os.makedirs(output, exist_ok=True)
   mode = 'w' if overwrite else 'x'
@@ -135,7 +124,7 @@ def main(argv):
   output = paths.expand(f.output)
   try:
     if output:
-      _check_output(output, f.overwrite)
+      paths.check_text_outputs(output, f.overwrite, FILES)
     config, params, source = _load()
     if 'model' not in config:
       raise ValueError(f'{source} has no `model` field; it is not a '

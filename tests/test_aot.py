@@ -235,5 +235,6 @@ def test_a_target_without_its_compiler_is_one_row_not_a_traceback(tmp_path):
   assert 'ESTIMATES' in completed.stdout
   assert (tmp_path / 'aot.json').exists() and (tmp_path / 'aot.md').exists()
   from dcsfn_jax import aot  # pylint: disable=g-import-not-at-top
+  from dcsfn_jax import paths  # pylint: disable=g-import-not-at-top
   with pytest.raises(FileExistsError, match='pass --overwrite'):
-    aot._check_output(os.fspath(tmp_path), overwrite=False)  # pylint: disable=protected-access
+    paths.check_text_outputs(os.fspath(tmp_path), False, aot.FILES)

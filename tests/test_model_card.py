@@ -159,8 +159,10 @@ def test_importing_the_command_defines_no_flags():
 
 
 def test_overwrite_replaces_only_an_earlier_card(tmp_path):
+  from dcsfn_jax import paths  # pylint: disable=g-import-not-at-top
   from dcsfn_jax import summary  # pylint: disable=g-import-not-at-top
-  check = summary._check_output  # pylint: disable=protected-access
+  check = lambda output, overwrite: paths.check_text_outputs(
+      output, overwrite, summary.FILES)
   (tmp_path / 'model_card.md').write_text('# DCSFN model card\n\nearlier\n')
   check(os.fspath(tmp_path), overwrite=True)
   (tmp_path / 'model_card.json').write_text('{"mine": 1}')
