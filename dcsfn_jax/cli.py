@@ -2,8 +2,8 @@
 
 --help (and -h, -?, --helpshort, --helpfull) print the flags and exit 0; a
 bad flag, an unexpected argument, a config file that fails to load or a
-JAX_PLATFORMS whose jax build is not installed is one `error:` line, never a
-traceback. Log lines of the libraries that say nothing to the user (jax
+JAX_PLATFORMS whose jax build or devices are missing is one `error:` line,
+never a traceback. Log lines of the libraries that say nothing to the user (jax
 probing for a TPU on a CPU host, tfds listing a dataset folder it is about to
 write) are dropped.
 """
@@ -87,10 +87,24 @@ def _installed_jax_plugins():
   return names
 
 
+def _has_chips(platform):
+  """Whether this host shows devices of `platform` on its buses (JAX's own
+  probes: TPU chips on PCI, an NVIDIA GPU, an AMD GPU)."""
+  # pylint: disable=g-import-not-at-top
+  from jax._src import hardware_utils
+  if platform == 'tpu':
+    return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+  if hardware_utils.has_visible_nvidia_gpu():
+    return True
+  return platform == 'gpu' and hardware_utils.num_available_amd_gpus(1) > 0
+
+
 def check_jax_platforms():
   """Exits with one `error:` line when $JAX_PLATFORMS names a platform whose
-  jax build is not installed (jax itself fails with a bare AssertionError).
-  Looks only at what is installed: no backend is started, so
+  jax build is not installed (jax itself fails with a bare AssertionError),
+  or whose devices this host does not have (libtpu, installed by the test
+  extra to compile for TPUs, fails with a traceback on a CPU host). Looks
+  only at what is installed and on the buses: no backend is started, so
   `parallel.initialize_distributed` and `parallel.use_host_cores` still run
   first."""
   requested = os.environ.get('JAX_PLATFORMS', '')
@@ -104,6 +118,11 @@ def check_jax_platforms():
                f'build of jax, which is not installed; install it with '
                f"pip install -e '.[{extra}]', or unset JAX_PLATFORMS to run "
                'on the CPU.')
+    if not _has_chips(platform):
+      sys.exit(f'error: JAX_PLATFORMS={requested} asks for {platform} '
+               'devices, and this host has none (its jax build can only '
+               'compile for them: python -m dcsfn_jax.aot); run on a host '
+               'with them, or unset JAX_PLATFORMS to run on the CPU.')
 
 
 def flags_parser(explain=None):

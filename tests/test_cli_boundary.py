@@ -1,5 +1,5 @@
 """What every command does at its boundary (dcsfn_jax/cli.py): a config file
-that is not a config, a JAX_PLATFORMS whose jax build is missing, a
+that is not a config, a JAX_PLATFORMS whose jax build or devices are missing, a
 --batch_size below 1 and bad --config values are one `error:` line; the
 libraries' noise (jax probing for a TPU, tfds listing the folder it is about
 to write, "Downloading and preparing") stays out of the output."""
@@ -80,10 +80,23 @@ def _missing(platform):
 @pytest.mark.parametrize('platform, extra', [('cuda', 'cuda12'),
                                              ('tpu', 'tpu')])
 @pytest.mark.parametrize('command', ['derain', 'export', 'train'])
-def test_jax_platforms_without_its_jax_build_is_one_line(
+def test_jax_platforms_without_its_build_or_devices_is_one_line(
     model, photos, tmp_path, platform, extra, command):
-  if not _missing(platform):
-    pytest.skip(f'the {platform} build of jax is installed here')
+  # The test extra installs libtpu (for compiling with dcsfn_jax.aot), so on
+  # a CPU host the tpu case is the missing devices, the cuda one the build.
+  if _missing(platform):
+    expected = (
+        f'error: JAX_PLATFORMS={platform} asks for the {platform} build of '
+        f"jax, which is not installed; install it with pip install -e "
+        f"'.[{extra}]', or unset JAX_PLATFORMS to run on the CPU.")
+  elif not cli._has_chips(platform):  # pylint: disable=protected-access
+    expected = (
+        f'error: JAX_PLATFORMS={platform} asks for {platform} devices, and '
+        'this host has none (its jax build can only compile for them: '
+        'python -m dcsfn_jax.aot); run on a host with them, or unset '
+        'JAX_PLATFORMS to run on the CPU.')
+  else:
+    pytest.skip(f'this host has {platform} devices')
   args = {'derain': (f'--workdir={model}', f'--input={photos}',
                      f'--output={tmp_path / "out"}'),
           'export': (f'--workdir={model}', f'--output={tmp_path / "w.pth"}'),
@@ -92,10 +105,8 @@ def test_jax_platforms_without_its_jax_build_is_one_line(
   result = cli_checks.run(tmp_path, f'dcsfn_jax.{command}', *args,
                           env={'JAX_PLATFORMS': platform})
   assert result.returncode == 1
-  assert cli_checks.error_line(result) == (
-      f'error: JAX_PLATFORMS={platform} asks for the {platform} build of '
-      f"jax, which is not installed; install it with pip install -e "
-      f"'.[{extra}]', or unset JAX_PLATFORMS to run on the CPU.")
+  assert cli_checks.error_line(result) == expected
+  assert not (tmp_path / 'out').exists() and not (tmp_path / 'run').exists()
 
 
 @pytest.mark.parametrize('value', ['0', '-1'])
