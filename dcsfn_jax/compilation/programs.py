@@ -74,19 +74,22 @@ def _sharded(tree, sharding):
       leaf.shape, leaf.dtype, sharding=sharding), tree)
 
 
-def train_step(config, devices, batch_size=None):
+def train_step(config, devices, batch_size=None, memory_bytes=None):
   """The trainer's step for `config` over `devices`, lowered.
 
   Args:
     config: a training config.
     devices: every device of the run (all hosts).
     batch_size: the global batch (default config.batch_size).
+    memory_bytes: one device's memory, for the 'auto' remat choice (real
+      devices report it themselves, compile-only ones do not).
   """
   config = ml_collections.ConfigDict(config.to_dict())
   if batch_size is not None:
     config.batch_size = batch_size
   mesh = parallel.make_mesh(devices)
-  model_config, remat_line = memory.resolve_remat(config, mesh.devices.flat)
+  model_config, remat_line = memory.resolve_remat(config, mesh.devices.flat,
+                                                  memory_bytes)
   model = models.build_model(model_config)
   # The trainer's schedule; its milestones change constants, not the
   # program's shape.

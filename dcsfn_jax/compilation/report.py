@@ -140,8 +140,8 @@ def _step_bytes(config, target, devices, log_path):
   def total_bytes(per_device):
     row, _ = compile_program(
         lambda: programs.train_step(config, devices,
-                                    per_device * target.devices), target,
-        log_path)
+                                    per_device * target.devices,
+                                    target.memory_bytes), target, log_path)
     return (row.get('memory') or {}).get('total')
 
   return total_bytes
@@ -167,7 +167,9 @@ def compile_target(config, target_name, *, programs_to_run=programs.PROGRAMS,
                      'status': f'error: {problem}'})
         continue
       row, _ = compile_program(
-          lambda: programs.train_step(config, devices), target, log_path)
+          lambda: programs.train_step(config, devices,
+                                      memory_bytes=target.memory_bytes),
+          target, log_path)
       row['batch'] = config.batch_size
       row['per_device'] = memory_lib.images_per_device(config,
                                                        target.devices)

@@ -45,8 +45,9 @@ def base_config(model_preset='official'):
   config.remat_budget_gb = 8.0     # with model.remat='auto' on accelerators:
                                    # recompute the blocks' activations only
                                    # when keeping them would take more per
-                                   # device (half a 16 GB one; CPU hosts
-                                   # always recompute: training.memory)
+                                   # device, or more than half its memory
+                                   # (CPU hosts always recompute:
+                                   # training.memory)
 
   config.seed = 66                 # the release's torch.manual_seed
   config.init_from = ''            # checkpoint to start from (params only)
