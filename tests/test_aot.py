@@ -111,6 +111,28 @@ def test_batch_search_stops_at_the_first_size_that_does_not_fit():
   assert best == 2
 
 
+def test_the_augmentations_share_is_compiled_alone_and_taken_out():
+  config = config_lib.base_config()
+  config.batch_size, config.patch_size = 16, 16
+  v5e = targets.get('v5e-8')
+  alone, _ = report.compile_program(
+      lambda: programs.augmentation(config, jax.devices()[0], 2), v5e)
+  assert alone['status'] == 'compiled' and alone['bytes_accessed'] > 0
+  row = {'target': 'v5e-8', 'program': 'train', 'status': 'compiled',
+         'compile_s': 1.0, 'device_memory': v5e.memory_bytes,
+         'dtype': 'float32', 'precision': 'default', 'flops': 1e9,
+         'bytes_accessed': alone['bytes_accessed'] + 819e6}
+  share = report.augmentation_share(config, v5e, jax.devices(), row)
+  assert share['augment_bytes'] == alone['bytes_accessed']
+  # What is left is 819 MB at v5e's 819 GB/s.
+  assert share['estimate_without_augment_s'] == pytest.approx(1e-3)
+  row.update(share, estimate_s=0.5)
+  assert '(aug. ' in report.cells(row)[-3]
+  assert report.cells(row)[-2] == '~500.00 ms (~1.00 ms w/o aug.)'
+  config.augment = 'crop'
+  assert report.augmentation_share(config, v5e, jax.devices(), row) == {}
+
+
 def test_tpu_roofline_peaks_follow_the_precision():
   v5e = targets.get('v5e-8')
   assert v5e.flops_per_second('bfloat16', 'default') == 197e12

@@ -12,6 +12,10 @@ is what runs there:
             (Rain100H's test size), full float32 as `Runner` runs it;
   derain    derain's forward on one 1024x1024 photo, its rows split over
             the devices as `Runner` splits a lone image on accelerators.
+
+`augmentation` is the part of the train step that turns one device's host
+windows into patches (augment='released'), lowered alone so that its share
+of the step's cost can be told apart.
 """
 import dataclasses
 
@@ -110,6 +114,18 @@ def train_step(config, devices, batch_size=None, memory_bytes=None):
   return Program('train', lowered, dtype=model_config.dtype,
                  precision='default', note=remat_line,
                  remat=bool(model_config.remat))
+
+
+def augmentation(config, device, images):
+  """`data.augment.released_patches` on `images` windows (one device's share
+  of the batch), lowered for `device`: the train step's first part for
+  config.augment='released'."""
+  sharding = jax.sharding.SingleDeviceSharding(device)
+  windows = _sharded(batch_spec(config, images), sharding)
+  lowered = augment.released_patches.lower(windows,
+                                           patch_size=config.patch_size)
+  return Program('augmentation', lowered, dtype='float32',
+                 precision='highest')
 
 
 def _runtime_params(model_config, devices):

@@ -97,6 +97,32 @@ def step_estimate(config, devices):
   return figures
 
 
+def augmentation_share(config, target, devices, row, log_path=None):
+  """{'augment_bytes', 'augment_flops', 'estimate_without_augment_s'}: the
+  cost of the released augmentation compiled alone on one device's share of
+  the batch, and the train row's roofline without it. XLA:TPU's cost
+  analysis charges its gathers far more bytes than the windows hold (35 GB
+  for the 2 patches of a v5e-8 device; benchmarks/RESULTS.md); whether the
+  hardware pays them only a run on it can tell. Empty for another augment,
+  or without cost figures."""
+  if config.augment != 'released' or not row.get('bytes_accessed'):
+    return {}
+  images = config.batch_size // target.devices
+  part, _ = compile_program(
+      lambda: programs.augmentation(config, devices[0], images), target,
+      log_path)
+  if not part.get('bytes_accessed'):
+    return {}
+  flops = max(0.0, row['flops'] - (part['flops'] or 0.0))
+  accessed = max(0.0, row['bytes_accessed'] - part['bytes_accessed'])
+  return {'augment_bytes': part['bytes_accessed'],
+          'augment_flops': part['flops'],
+          'estimate_without_augment_s': analysis.roofline_seconds(
+              flops, accessed,
+              target.flops_per_second(row['dtype'], row['precision']),
+              target.bandwidth)}
+
+
 def largest_batch(total_bytes, share, known_total, memory_bytes,
                   max_compiles=3):
   """The largest per-device batch found to fit by compiling, and the
@@ -173,6 +199,7 @@ def compile_target(config, target_name, *, programs_to_run=programs.PROGRAMS,
       row['batch'] = config.batch_size
       row['per_device'] = memory_lib.images_per_device(config,
                                                        target.devices)
+      row.update(augmentation_share(config, target, devices, row, log_path))
       if batch_search and row.get('fits'):
         row['largest_per_device'], row['batch_search'] = largest_batch(
             _step_bytes(config, target, devices, log_path),
@@ -220,10 +247,26 @@ def _time_cell(seconds):
   return f'~{seconds * 1e3:.2f} ms' if seconds < 1 else f'~{seconds:.2f} s'
 
 
+def _accessed_cell(row):
+  text = _gb(row.get('bytes_accessed'))
+  if row.get('augment_bytes'):
+    text += f' (aug. {_gb(row["augment_bytes"])})'
+  return text
+
+
+def _estimate_cell(row):
+  text = _time_cell(row.get('estimate_s'))
+  if row.get('estimate_without_augment_s'):
+    text += f' ({_time_cell(row["estimate_without_augment_s"])} w/o aug.)'
+  return text
+
+
 COLUMNS = ('target', 'program', 'dtype', 'status', 'compile', 'args GB',
            'temp GB', 'out GB', 'total/HBM GB', 'fits', 'remat',
            'max batch/dev', 'collectives', 'GFLOP', 'GB accessed',
            'ESTIMATE (roofline)', 'kernels')
+# 'aug.': the share of the released augmentation's gathers, compiled alone
+# (`augmentation_share`), and the estimate without it.
 
 
 def cells(row):
@@ -246,8 +289,8 @@ def cells(row):
           str(largest) if largest else 'none'),
       _collective_cell(row.get('collectives')),
       '-' if row.get('flops') is None else f'{row["flops"] / 1e9:.1f}',
-      _gb(row.get('bytes_accessed')),
-      _time_cell(row.get('estimate_s')),
+      _accessed_cell(row),
+      _estimate_cell(row),
       str(row['kernels']) if 'kernels' in row else '-']
 
 
@@ -266,7 +309,10 @@ def markdown(rows, title):
   lines = [f'## {title}', '',
            'Step times are ROOFLINE ESTIMATES from published peak flop/s and '
            'HBM bandwidth, not measurements. Memory is per device, from '
-           "XLA's memory analysis of the compiled program.", '',
+           "XLA's memory analysis of the compiled program. 'aug.' is what "
+           "the cost analysis charges the released augmentation's gathers "
+           '(compiled alone); the estimate without it follows in brackets.',
+           '',
            '| ' + ' | '.join(COLUMNS) + ' |',
            '|' + '---|' * len(COLUMNS)]
   for row in rows:
