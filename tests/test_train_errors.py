@@ -1,4 +1,5 @@
-"""Bad configs fail before any compilation; a NaN loss stops the run."""
+"""Bad configs fail before any compilation; a NaN loss stops the run; a step
+that does not fit the device is one error naming the fixes."""
 import pytest
 
 from dcsfn_jax import checkpointing
@@ -105,3 +106,40 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
   assert sorted(p.name for p in steps_dir.iterdir()) == ['1']
   params, _ = checkpointing.load_pretrained(tmp_path)
   assert params  # the kept checkpoint is complete and readable
+
+
+def test_a_step_that_does_not_fit_the_device_names_the_fixes(
+    synthetic_data_dir, tmp_path, monkeypatch):
+  said = ('RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of '
+          'memory in memory space hbm. Used 17.20G of 15.75G hbm.')
+
+  def step_that_does_not_fit(*args, **kwargs):
+    def step(state, batch):
+      raise trainer.jax.errors.JaxRuntimeError(said)
+    return step
+
+  monkeypatch.setattr(trainer.state_lib, 'make_train_step',
+                      step_that_does_not_fit)
+  config = _smoke_config(synthetic_data_dir)
+  with pytest.raises(train_config.ConfigError) as error:
+    trainer.train_and_evaluate(config, tmp_path / 'run')
+  message = str(error.value)
+  assert message.startswith('the train step does not fit the memory of a ')
+  assert f'at batch_size={config.batch_size} (' in message
+  assert 'XLA: RESOURCE_EXHAUSTED: XLA:TPU compile permanent error.' in message
+  assert ('Lower --config.batch_size, raise --config.grad_accum_steps, or set '
+          '--config.model.remat=True; python -m dcsfn_jax.aot') in message
+  assert not any((tmp_path / 'run' / checkpointing.CHECKPOINTS_SUBDIR).iterdir())
+
+
+def test_other_runtime_errors_of_the_step_are_not_called_memory(
+    synthetic_data_dir, tmp_path, monkeypatch):
+  def failing_step(*args, **kwargs):
+    def step(state, batch):
+      raise trainer.jax.errors.JaxRuntimeError('INTERNAL: something else')
+    return step
+
+  monkeypatch.setattr(trainer.state_lib, 'make_train_step', failing_step)
+  with pytest.raises(trainer.jax.errors.JaxRuntimeError, match='INTERNAL'):
+    trainer.train_and_evaluate(_smoke_config(synthetic_data_dir),
+                               tmp_path / 'run')

@@ -151,6 +151,21 @@ def _check_finite(step_metrics, step, manager):
       'the data.')
 
 
+def _out_of_memory(run, error):
+  """ConfigError for XLA's RESOURCE_EXHAUSTED from the step, naming the
+  fixes."""
+  config, devices = run.config, run.mesh.devices.flat
+  said = ' '.join(str(error).split())
+  said = said if len(said) <= 160 else said[:157] + '...'
+  return config_lib.ConfigError(
+      f'the train step does not fit the memory of a {devices[0].device_kind} '
+      f'at batch_size={config.batch_size} '
+      f'({memory.images_per_device(config, len(devices))} per device; XLA: '
+      f'{said}). Lower --config.batch_size, raise --config.grad_accum_steps, '
+      'or set --config.model.remat=True; python -m dcsfn_jax.aot --target '
+      'TARGET finds the largest batch that fits without the hardware.')
+
+
 def _evaluate(run, state, step):
   """Scores the raw (and moving-average) params on the eval split, writes
   the figures and panels; returns the figures."""
@@ -188,7 +203,12 @@ def _loop(run, state, start_step, stop):
   for step in range(start_step + 1, total_steps + 1):
     # One optimiser update.
     batch = parallel.shard_batch(next(run.train_iter), run.mesh)
-    state, step_metrics = run.step_fn(state, batch)
+    try:
+      state, step_metrics = run.step_fn(state, batch)
+    except jax.errors.JaxRuntimeError as error:
+      if 'RESOURCE_EXHAUSTED' not in str(error):
+        raise
+      raise _out_of_memory(run, error) from None
     step_metrics = jax.device_get(step_metrics)
     _check_finite(step_metrics, step, run.manager)
     window.metrics.append(step_metrics)
