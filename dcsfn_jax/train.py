@@ -88,6 +88,11 @@ def main(argv):
     # without joining them.
     print(f'error: {error}', file=sys.stderr, flush=True)
     os._exit(1)  # pylint: disable=protected-access
+  except OSError as error:
+    # What the run could not open otherwise, e.g. its TensorBoard file when
+    # the workdir's path is near the system's limit.
+    name = f'could not open {error.filename} ' if error.filename else ''
+    sys.exit(f'error: {name}({error.strerror or error}).')
   except stopping.Interrupted as interrupted:
     print(interrupted, file=sys.stderr, flush=True)
     sys.exit(interrupted.exit_code)

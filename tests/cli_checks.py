@@ -16,7 +16,8 @@ def run(tmp_path, module, *args, env=None):
 def error_line(result):
   """The one `error:` line on stderr; asserts there is exactly one and no
   traceback."""
-  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  start = max(0, result.stderr.find('Traceback') - 500)
+  assert 'Traceback' not in result.stderr, result.stderr[start:start + 4000]
   lines = [line for line in result.stderr.splitlines()
            if line.startswith('error:')]
   assert len(lines) == 1, result.stderr[-3000:]

@@ -169,10 +169,14 @@ class _HideOrbaxChatter(std_logging.Filter):
   """Drops orbax's INFO lines (about 30 per save), its warning that a save
   without eval metrics cannot be ranked (how every periodic save between
   evals is meant to be), and its error reports with tracebacks from the
-  writer threads: a failed save reaches the caller as one
+  writer threads, including asyncio's "Task exception was never retrieved"
+  for orbax's tasks: a failed save reaches the caller as one
   `checkpointing.SaveError`."""
 
   def filter(self, record):
+    if record.name == 'asyncio' and (f'{os.sep}orbax{os.sep}'
+                                     in record.getMessage()):
+      return False
     if f'{os.sep}orbax{os.sep}' not in record.pathname:
       return True
     return (record.levelno == std_logging.WARNING
