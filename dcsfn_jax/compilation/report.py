@@ -190,6 +190,7 @@ def compile_target(config, target_name, *, programs_to_run=programs.PROGRAMS,
       problem = check_batch(config, target)
       if problem:
         rows.append({**base, 'program': 'train',
+                     'dtype': config.model.dtype,
                      'status': f'error: {problem}'})
         continue
       row, _ = compile_program(
