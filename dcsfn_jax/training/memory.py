@@ -12,7 +12,7 @@ On TPU the estimate counts the memory layout: XLA:TPU tiles an array's two
 minor dimensions by 8 (16 for 2-byte, 32 for 1-byte types) x 128 lanes, so
 an NHWC activation of 20 channels takes 128 lanes. Compiled for a v5e chip,
 the official step's temporaries at 16 patches per device were 15.9 GB
-against 4.2 GB estimated without the tiling (benchmarks/RESULTS.md).
+against 4.0 GB estimated without the tiling (benchmarks/RESULTS.md).
 """
 import functools
 import math
