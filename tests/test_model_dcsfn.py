@@ -266,6 +266,15 @@ def test_missing_or_unknown_fields_are_rejected():
     models.build_model(config)
 
 
+def test_float64_compute_without_jax_x64_is_refused_naming_the_switch():
+  config = platforms.resolve_model_config(tiny(dtype='float64'), 'cpu')
+  assert not jax.config.read('jax_enable_x64')
+  with pytest.raises(ValueError, match='float64.*JAX_ENABLE_X64=1'):
+    models.build_model(config)
+  with jax.enable_x64(True):
+    assert models.build_model(config).dtype == jnp.float64
+
+
 def test_non_image_input_is_rejected():
   model = platforms.model_for(tiny(), jax.devices())
   with pytest.raises(ValueError, match=r'\[batch, height, width, 3\]'):

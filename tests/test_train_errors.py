@@ -63,6 +63,15 @@ def test_model_config_errors_are_config_errors():
     train_config.validate(config)
 
 
+def test_float64_compute_is_refused_for_runs():
+  config = train_config.base_config()
+  config.dataset = 'synthetic_rain'
+  config.model.dtype = 'float64'
+  with pytest.raises(train_config.ConfigError,
+                     match="dtype='float64' is for checking.*'bfloat16'"):
+    train_config.validate(config)
+
+
 def test_variant_names_are_checked():
   with pytest.raises(ValueError, match="'papr'.*official, paper"):
     train_config.variant_name('papr')

@@ -14,6 +14,7 @@ channel order and intermediate features.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from dcsfn_jax.models import layers
@@ -43,6 +44,9 @@ def build_model(model_config) -> DCSFN:
     ValueError: naming the field, for an invalid or unresolved config.
   """
   validate_resolved(model_config)
+  if model_config.dtype == 'float64' and not jax.config.read('jax_enable_x64'):
+    raise ValueError("dtype='float64' needs JAX's 64-bit mode: "
+                     'JAX_ENABLE_X64=1, or `with jax.enable_x64(True):`.')
   return DCSFN(**{field: model_config[field] for field in _DIRECT_FIELDS},
                dtype=jnp.dtype(model_config.dtype),
                conv=layers.CONVS[model_config.conv_impl])

@@ -15,7 +15,8 @@ PRESETS = ('official', 'paper')
 IMPLEMENTATION_FIELDS = ('dtype', 'scan_blocks', 'conv_impl', 'remat')
 RECURRENT_UNITS = ('GRU', 'LSTM', 'RNN', 'Conv')
 CHANNEL_ORDERS = ('rgb', 'bgr')
-DTYPES = ('float32', 'bfloat16')
+# float64 is for checking against float64 references on CPU (JAX x64 only).
+DTYPES = ('float32', 'bfloat16', 'float64')
 CONV_IMPLS = ('auto', 'xla', 'cpu')
 REMAT_CHOICES = ('auto', True, False)
 

@@ -10,7 +10,7 @@ custom VJP in which every gradient is again a stride-1 NHWC x HWIO conv:
   weight gradient  x's channels as the batch and its images as the contracted
                    features, the output gradient as the kernel; for inputs of
                    more than WEIGHT_GRAD_TILE output positions (and >= 8
-                   channels) summed in float32 over tiles of whole output rows
+                   channels) summed in float32 (float64 for float64) over tiles of whole output rows
                    x up to WEIGHT_GRAD_TILE_IMAGES images, about
                    WEIGHT_GRAD_TILE positions each, which stay in cache.
 Unpadded 1x1 convs (groups=1) are matrix products, whose autodiff is fast.
@@ -56,7 +56,7 @@ def _weight_grad(x, grad, padding, precision):
       total = total + _plain_conv(
           x_t[:, row:row_end + halo, :, image:image_end],
           grad_t[row:row_end, :, image:image_end], ((0, 0), (left, right)), 1,
-          precision).astype(jnp.float32)
+          precision).astype(jnp.promote_types(x.dtype, jnp.float32))
   return total.transpose(1, 2, 0, 3)
 
 

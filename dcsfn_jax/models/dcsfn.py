@@ -204,7 +204,8 @@ class DCSFN(nn.Module):
       merged = self._rain_single_scale(converted)
     else:
       merged = self._rain_multi_scale(converted)
-    rain = self._conv(3, 3, 3, 'merge_conv3x3')(merged).astype(jnp.float32)
+    rain = self._conv(3, 3, 3, 'merge_conv3x3')(merged).astype(
+        layers.accumulation_dtype(self.dtype))
     self._record('rain_estimate', rain)
     return rain
 

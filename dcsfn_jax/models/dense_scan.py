@@ -44,6 +44,7 @@ def _forward(apply_block, keep_activations, dtype, x, block_params, fusion,
   """(out, block outputs [L, ...]) and what the VJP needs: `dense_scan`'s
   forward rule."""
   kernels = _fusion_kernels(fusion, dtype)
+  accumulate = layers.accumulation_dtype(dtype)
   count, channels = fusion['bias'].shape
   features = jnp.zeros(x.shape[:-1] + ((count + 1) * channels,), dtype)
   features = jax.lax.dynamic_update_slice_in_dim(features, x, 0, axis=-1)
@@ -61,7 +62,7 @@ def _forward(apply_block, keep_activations, dtype, x, block_params, fusion,
     features = jax.lax.dynamic_update_slice_in_dim(
         features, t.astype(dtype), (step + 1) * channels, axis=-1)
     fused = jnp.einsum('bhwj,jd->bhwd', features, kernel,
-                       preferred_element_type=jnp.float32) + bias
+                       preferred_element_type=accumulate) + bias
     return ((layers.leaky_relu(fused).astype(dtype), features),
             (t, out, block_vjp))
 
@@ -82,7 +83,8 @@ def dense_scan(apply_block, keep_activations, dtype, x, block_params, fusion,
     apply_block: (block params, [B, H, W, C]) -> t [B, H, W, C].
     keep_activations: keep each block's activations for the backward pass
       (config.remat False) instead of recomputing them.
-    dtype: the compute dtype; the fusions accumulate in float32.
+    dtype: the compute dtype; the fusions accumulate in
+      `layers.accumulation_dtype(dtype)`.
     x: the stack input [B, H, W, C].
     block_params: the blocks' parameters stacked on a leading axis L.
     fusion: {'input_kernel' [C, L, C], 'step_kernel' [L, C, L, C] (zero
@@ -102,6 +104,7 @@ def _dense_scan_bwd(apply_block, keep_activations, dtype, saved, cotangents):
    block_vjps) = saved
   grad_out, grad_block_outputs = cotangents
   count, channels = fusion['bias'].shape
+  accumulate = layers.accumulation_dtype(dtype)
   kernels = _fusion_kernels(fusion, dtype).reshape(count, count + 1,
                                                    channels, channels)
   # reads[j]: every block's rows that read F's slot j, [L C (k, d), C].
@@ -112,17 +115,17 @@ def _dense_scan_bwd(apply_block, keep_activations, dtype, saved, cotangents):
   skips = steps if skip_features is None else skip_features
   # G: dz_k for the blocks done so far (zeros_like keeps a shard_map's
   # varying type).
-  grads_z = jnp.zeros_like(features[..., channels:], dtype=jnp.float32)
+  grads_z = jnp.zeros_like(features[..., channels:], dtype=accumulate)
 
   def body(carry, inputs):
     grad_out, grads_z = carry
     params, out, previous_out, skip, grad_t, read, step, block_vjp = inputs
     grad_z = jnp.where(out >= 0, grad_out,
-                       layers.LEAKY_SLOPE * grad_out).astype(jnp.float32)
+                       layers.LEAKY_SLOPE * grad_out).astype(accumulate)
     grads_z = jax.lax.dynamic_update_slice_in_dim(
         grads_z, grad_z, step * channels, axis=-1)
     grad_t = grad_t + jnp.einsum('bhwz,zc->bhwc', grads_z, read,
-                                 preferred_element_type=jnp.float32)
+                                 preferred_element_type=accumulate)
     if block_vjp is None:
       block_input = (previous_out if skip_features is None
                      else previous_out + skip)
@@ -135,12 +138,12 @@ def _dense_scan_bwd(apply_block, keep_activations, dtype, saved, cotangents):
       (block_params, outs, previous_outs, skips, grad_block_outputs,
        reads[1:], steps, block_vjps), reverse=True)
   grad_x = grad_x + jnp.einsum('bhwz,zc->bhwc', grads_z, reads[0],
-                               preferred_element_type=jnp.float32)
+                               preferred_element_type=accumulate)
   per_block = grads_z.reshape(grads_z.shape[:-1] + (count, channels))
   slots = features.reshape(features.shape[:-1] + (count + 1, channels))
   # dK[k, j] = F_j^T dz_k, kept where block k reads slot j (j <= k + 1):
   # the structural zeros of step_kernel get exactly zero gradient.
-  grad_kernels = jnp.einsum('bhwjc,bhwkd->kjcd', slots.astype(jnp.float32),
+  grad_kernels = jnp.einsum('bhwjc,bhwkd->kjcd', slots.astype(accumulate),
                             per_block)
   reads_slot = steps[:, None] + 1 >= jnp.arange(count + 1)[None, :]
   grad_kernels = jnp.where(reads_slot[:, :, None, None], grad_kernels, 0.0)

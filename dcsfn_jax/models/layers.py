@@ -20,6 +20,12 @@ from dcsfn_jax.models import cpu_conv
 LEAKY_SLOPE = 0.2
 
 
+def accumulation_dtype(dtype: DTypeLike) -> jnp.dtype:
+  """The dtype sums are kept in for compute `dtype`: float32 for float32 and
+  bfloat16, float64 for float64 (a verification mode: JAX x64 only)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def leaky_relu(x: jax.Array) -> jax.Array:
   return nn.leaky_relu(x, LEAKY_SLOPE)
 

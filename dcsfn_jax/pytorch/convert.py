@@ -199,8 +199,9 @@ def _raise_if_any(what: str, missing: list, unexpected: list,
   raise ValueError('\n'.join(lines))
 
 
-def to_torch_state_dict(params: Mapping, model_config) -> dict:
-  """Flax params -> {released state_dict key: float32 numpy array}.
+def to_torch_state_dict(params: Mapping, model_config,
+                        dtype=np.float32) -> dict:
+  """Flax params -> {released state_dict key: numpy array of `dtype`}.
 
   The result loads with `load_state_dict(..., strict=True)` into the twin
   (and the released module for the official preset). Tensors the released
@@ -212,6 +213,8 @@ def to_torch_state_dict(params: Mapping, model_config) -> dict:
     params: the model's params tree (a `{'params': ...}` wrapper is unwrapped),
       per-block or with the blocks stacked (`models.stack_blocks`).
     model_config: the model config the params were built with.
+    dtype: of the arrays: float32, as the released weights; float64 keeps
+      float64 gradients whole (tests/test_torch_parity.py).
   Raises:
     ValueError listing params that are missing, left over, or misshapen.
   """
@@ -226,9 +229,8 @@ def to_torch_state_dict(params: Mapping, model_config) -> dict:
   for conv in _conv_table(model_config):
     if conv.flax_path is None:
       state_dict[f'{conv.torch_name}.weight'] = np.zeros(conv.weight_shape,
-                                                         np.float32)
-      state_dict[f'{conv.torch_name}.bias'] = np.zeros(conv.bias_shape,
-                                                       np.float32)
+                                                         dtype)
+      state_dict[f'{conv.torch_name}.bias'] = np.zeros(conv.bias_shape, dtype)
       continue
     prefix = '/'.join(conv.flax_path)
     o, i, kh, kw = conv.weight_shape
@@ -239,7 +241,7 @@ def to_torch_state_dict(params: Mapping, model_config) -> dict:
       if name not in flat:
         missing.append(name)
         continue
-      value = np.asarray(flat[name], dtype=np.float32)
+      value = np.asarray(flat[name], dtype=dtype)
       consumed.add(name)
       if value.shape != expected:
         mismatched.append(f'{name} {value.shape} (expected {expected})')

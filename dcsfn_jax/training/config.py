@@ -129,6 +129,9 @@ def validate(config):
     models.validate(config.model)
   except ValueError as error:
     raise ConfigError(f'config.model: {error}') from error
+  if config.model.dtype == 'float64':
+    _fail("config.model.dtype='float64' is for checking the model against "
+          "float64 references, not for runs; use 'float32' or 'bfloat16'.")
 
   for name, value in leaves(config):
     if isinstance(value, float) and not math.isfinite(value):
