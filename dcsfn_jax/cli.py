@@ -87,18 +87,6 @@ def _installed_jax_plugins():
   return names
 
 
-def _has_chips(platform):
-  """Whether this host shows devices of `platform` on its buses (JAX's own
-  probes: TPU chips on PCI, an NVIDIA GPU, an AMD GPU)."""
-  # pylint: disable=g-import-not-at-top
-  from jax._src import hardware_utils
-  if platform == 'tpu':
-    return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
-  if hardware_utils.has_visible_nvidia_gpu():
-    return True
-  return platform == 'gpu' and hardware_utils.num_available_amd_gpus(1) > 0
-
-
 def check_jax_platforms():
   """Exits with one `error:` line when $JAX_PLATFORMS names a platform whose
   jax build is not installed (jax itself fails with a bare AssertionError),
@@ -118,7 +106,7 @@ def check_jax_platforms():
                f'build of jax, which is not installed; install it with '
                f"pip install -e '.[{extra}]', or unset JAX_PLATFORMS to run "
                'on the CPU.')
-    if not _has_chips(platform):
+    if not parallel.host_has_devices(platform):
       sys.exit(f'error: JAX_PLATFORMS={requested} asks for {platform} '
                'devices, and this host has none (its jax build can only '
                'compile for them: python -m dcsfn_jax.aot); run on a host '

@@ -88,6 +88,20 @@ def initialize_distributed(coordinator_address=None, num_processes=None,
   return False
 
 
+def host_has_devices(platform):
+  """Whether this host shows devices of `platform` ('tpu', 'cuda', 'rocm' or
+  'gpu') on its buses, by JAX's own probes (TPU chips on PCI, an NVIDIA GPU,
+  an AMD GPU), without starting a backend."""
+  # pylint: disable=g-import-not-at-top
+  from jax._src import hardware_utils
+  if platform == 'tpu':
+    return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+  if platform in ('cuda', 'gpu') and hardware_utils.has_visible_nvidia_gpu():
+    return True
+  return (platform in ('rocm', 'gpu')
+          and hardware_utils.num_available_amd_gpus(1) > 0)
+
+
 def skip_absent_tpu():
   """Keeps JAX from trying its TPU backend on a host without TPU chips.
 
@@ -106,9 +120,8 @@ def skip_absent_tpu():
       or importlib.util.find_spec('libtpu') is None):
     return False
   # pylint: disable=g-import-not-at-top,protected-access
-  from jax._src import hardware_utils
   from jax._src import xla_bridge
-  if hardware_utils.num_available_tpu_chips_and_device_id()[0]:
+  if host_has_devices('tpu'):
     return False
   return xla_bridge._backend_factories.pop('tpu', None) is not None
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from dcsfn_jax import cli
 from dcsfn_jax import models
+from dcsfn_jax import parallel
 import cli_checks
 import tiny_models
 
@@ -89,7 +90,7 @@ def test_jax_platforms_without_its_build_or_devices_is_one_line(
         f'error: JAX_PLATFORMS={platform} asks for the {platform} build of '
         f"jax, which is not installed; install it with pip install -e "
         f"'.[{extra}]', or unset JAX_PLATFORMS to run on the CPU.")
-  elif not cli._has_chips(platform):  # pylint: disable=protected-access
+  elif not parallel.host_has_devices(platform):
     expected = (
         f'error: JAX_PLATFORMS={platform} asks for {platform} devices, and '
         'this host has none (its jax build can only compile for them: '
