@@ -101,14 +101,38 @@ def test_roofline_is_the_slower_of_compute_and_memory():
 
 def test_batch_search_stops_at_the_first_size_that_does_not_fit():
   per_device = lambda b: 1e9 + 0.3e9 * b
-  best, tried = report.largest_batch(per_device, 2, per_device(2), 16e9)
+  best, lower_bound, tried = report.largest_batch(per_device, 2,
+                                                  per_device(2), 16e9)
   # 2 fits (known), 4 fits, the line through them predicts 50 -> 32 (a power
   # of two times the share), which fits; 64 is predicted not to.
   assert best == 32 and [size for size, _ in tried] == [2, 4, 32]
-  best, tried = report.largest_batch(lambda b: None, 2, per_device(2), 16e9)
+  assert not lower_bound
+  best, lower_bound, tried = report.largest_batch(lambda b: None, 2,
+                                                  per_device(2), 16e9)
   assert best == 2 and tried[-1] == (4, None), 'a compile error ends it'
-  best, _ = report.largest_batch(per_device, 2, per_device(2), 2e9)
+  assert not lower_bound
+  best, _, _ = report.largest_batch(per_device, 2, per_device(2), 2e9)
   assert best == 2
+
+
+def test_a_batch_search_cut_short_by_remat_is_a_lower_bound():
+  """As measured for v4-32 in bfloat16: 1 -> 1.14 GB, 2 -> 1.81 GB, 32 -> 7.15
+  GB, 128 -> 7.07 GB ('auto' remat turned on between 32 and 128) of 34 GB."""
+  measured = {2: 1.81e9, 32: 7.15e9, 128: 7.07e9, 256: 12e9}
+  best, lower_bound, tried = report.largest_batch(measured.get, 1, 1.14e9,
+                                                  34e9)
+  # Memory fell from 32 to 128, so the next size doubles instead of
+  # following a line with a negative slope; the third compile still fits.
+  assert [size for size, _ in tried] == [1, 2, 32, 128]
+  assert best == 128 and lower_bound
+  row = {'target': 'v4-32', 'program': 'train', 'dtype': 'bfloat16',
+         'status': 'compiled', 'compile_s': 1.0, 'memory': {'total': 1.14e9},
+         'device_memory': 34e9, 'largest_per_device': best,
+         'largest_is_lower_bound': lower_bound}
+  assert '>=128' in report.cells(row)
+  best, lower_bound, _ = report.largest_batch(measured.get, 1, 1.14e9, 34e9,
+                                              max_compiles=4)
+  assert best == 256 and lower_bound
 
 
 def test_the_augmentations_share_is_compiled_alone_and_taken_out():

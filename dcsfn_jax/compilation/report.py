@@ -125,13 +125,18 @@ def augmentation_share(config, target, devices, row, log_path=None):
 
 def largest_batch(total_bytes, share, known_total, memory_bytes,
                   max_compiles=3):
-  """The largest per-device batch found to fit by compiling, and the
-  (per-device batch, total bytes or None) of every compile.
+  """The largest per-device batch found to fit by compiling, whether that is
+  only a lower bound, and the (per-device batch, total bytes or None) of
+  every compile.
 
   Memory grows about linearly with the batch: after doubling the known
   share once, each next size is the one the last two compiles predict to
   fill `memory_bytes`, rounded down to a power of two times the share, and
-  confirmed by compiling; at most `max_compiles` compiles.
+  confirmed by compiling; at most `max_compiles` compiles. Where memory did
+  not grow ('auto' remat turned on between the two sizes), the next size is
+  twice the last. The search ends at a size that does not fit, or when the
+  line predicts that the next power of two would not; when it ends on the
+  compile limit instead, more may fit and the result is a lower bound.
 
   Args:
     total_bytes: per-device batch -> per-device bytes of the compiled step,
@@ -140,6 +145,9 @@ def largest_batch(total_bytes, share, known_total, memory_bytes,
     share: the per-device batch already compiled, using `known_total` bytes
       (which fit).
     memory_bytes: the device's memory.
+
+  Returns:
+    (largest, lower_bound, tried).
   """
   tried = [(share, known_total)]
   best, size = share, share * 2
@@ -147,16 +155,18 @@ def largest_batch(total_bytes, share, known_total, memory_bytes,
     total = total_bytes(size)
     tried.append((size, total))
     if total is None or total > memory_bytes:
-      break
+      return best, False, tried
     best = size
     (b0, m0), (b1, m1) = tried[-2], tried[-1]
-    per_image = max(1.0, (m1 - m0) / (b1 - b0))
-    predicted = b1 + (memory_bytes - m1) / per_image
+    if m1 <= m0:
+      size *= 2
+      continue
+    predicted = b1 + (memory_bytes - m1) / ((m1 - m0) / (b1 - b0))
     next_size = share * 2 ** max(0, int(predicted // share).bit_length() - 1)
     if next_size <= size:
-      break
+      return best, False, tried
     size = next_size
-  return best, tried
+  return best, True, tried
 
 
 def _step_bytes(config, target, devices, log_path):
@@ -202,9 +212,10 @@ def compile_target(config, target_name, *, programs_to_run=programs.PROGRAMS,
                                                        target.devices)
       row.update(augmentation_share(config, target, devices, row, log_path))
       if batch_search and row.get('fits'):
-        row['largest_per_device'], row['batch_search'] = largest_batch(
-            _step_bytes(config, target, devices, log_path),
-            row['per_device'], row['memory']['total'], target.memory_bytes)
+        (row['largest_per_device'], row['largest_is_lower_bound'],
+         row['batch_search']) = largest_batch(
+             _step_bytes(config, target, devices, log_path),
+             row['per_device'], row['memory']['total'], target.memory_bytes)
     elif name == 'evaluate':
       row, _ = compile_program(
           lambda: programs.evaluate_step(config.model, devices), target,
@@ -287,7 +298,7 @@ def cells(row):
       {True: 'yes', False: 'NO'}.get(row.get('fits'), '-'),
       '-' if remat is None else ('on' if remat else 'off'),
       '-' if 'largest_per_device' not in row else (
-          str(largest) if largest else 'none'),
+          ('>=' if row.get('largest_is_lower_bound') else '') + str(largest)),
       _collective_cell(row.get('collectives')),
       '-' if row.get('flops') is None else f'{row["flops"] / 1e9:.1f}',
       _accessed_cell(row),
