@@ -10,9 +10,10 @@ custom VJP in which every gradient is again a stride-1 NHWC x HWIO conv:
   weight gradient  x's channels as the batch and its images as the contracted
                    features, the output gradient as the kernel; for inputs of
                    more than WEIGHT_GRAD_TILE output positions (and >= 8
-                   channels) summed in float32 (float64 for float64) over tiles of whole output rows
-                   x up to WEIGHT_GRAD_TILE_IMAGES images, about
-                   WEIGHT_GRAD_TILE positions each, which stay in cache.
+                   channels) summed in float32 (float64 for float64) over
+                   tiles of whole output rows x up to
+                   WEIGHT_GRAD_TILE_IMAGES images, about WEIGHT_GRAD_TILE
+                   positions each, which stay in cache.
 Unpadded 1x1 convs (groups=1) are matrix products, whose autodiff is fast.
 """
 from __future__ import annotations
